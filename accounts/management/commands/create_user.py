@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.services import user_create_or_update
+from audit.context import ROLES
+
+
+class Command(BaseCommand):
+    help = "Create a user with a role (ADMIN, WRITE, READ, SAFETY), or add the role to an existing user."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name")
+        parser.add_argument("--role", required=True, choices=ROLES)
+        parser.add_argument("--password", default=None)
+        parser.add_argument("--email", default="")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            user, created = user_create_or_update(
+                username=options["name"], role=options["role"], password=options["password"], email=options["email"]
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
+        verb = "created" if created else "updated"
+        self.stdout.write(f"{verb} user {options['name']} with role {options['role']}")

@@ -1,0 +1,1 @@
+"""Users are Django's; roles are groups (ADMIN, WRITE, READ, SAFETY), see ``accounts.roles``."""

@@ -1,0 +1,372 @@
+"""The rule language: validation and compilation, defined once for server and vehicle.
+
+``validate_*`` return the problems as ``{field: [message, ...]}`` (empty when valid) so
+that the server can refuse bad input naming the field. ``compile_rule`` turns a valid
+rule into a matcher ``(vin, context) -> Resolution | None`` with everything that can be
+computed ahead of time already computed, because evaluation is the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from agent_client.bucketing import ROLLOUT_SALT, VARIANT_SALT, bucket, percent_to_buckets
+from agent_client.semver import SemverError, VersionKey, parse_range, parse_version, try_parse_version
+
+FLAG_TYPES = ("boolean", "string", "number", "json")
+RULE_TYPES = ("kill_switch", "vehicle_whitelist", "vehicle_target", "user_attribute", "percentage_rollout")
+LIST_OPERATORS = ("in", "not_in")
+SCALAR_OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "semver_gte", "semver_lt", "regex")
+OPERATORS = LIST_OPERATORS + SCALAR_OPERATORS
+VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
+VARIANT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_LIST = 10_000
+
+Errors = dict[str, list[str]]
+Matcher = Callable[[str | None, Mapping[str, Any]], Any]
+
+
+# -- values -----------------------------------------------------------------------
+
+
+def value_type_error(flag_type: str, value: object) -> str | None:
+    """Why ``value`` cannot be served by a flag of ``flag_type``, or None."""
+    if flag_type == "boolean":
+        return None if isinstance(value, bool) else f"must be true or false for a boolean flag, not {value!r}"
+    if flag_type == "string":
+        return None if isinstance(value, str) else f"must be a string for a string flag, not {value!r}"
+    if flag_type == "number":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else f"must be a finite number for a number flag, not {value!r}"
+    if flag_type == "json":
+        return None if _is_json(value) else "must be a JSON value"
+    return f"unknown flag type {flag_type!r} (one of {', '.join(FLAG_TYPES)})"
+
+
+def _is_json(value: object) -> bool:
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_json(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _percent_error(value: object, what: str) -> str | None:
+    if not _is_number(value):
+        return f"{what} must be a number from 0 to 100"
+    assert isinstance(value, (int, float))
+    if not 0 <= value <= 100:
+        return f"{what} must be from 0 to 100, not {value}"
+    if abs(value * 100 - round(value * 100)) > 1e-6:
+        return f"{what} may have at most two decimals, not {value}"
+    return None
+
+
+# -- validation -------------------------------------------------------------------
+
+
+def validate_rule(
+    *, flag_type: str, rule_type: str, conditions: object, value: object = None, variant: object = "enabled"
+) -> Errors:
+    errors: Errors = {}
+
+    def add(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    if rule_type not in RULE_TYPES:
+        add("type", f"unknown rule type {rule_type!r} (one of {', '.join(RULE_TYPES)})")
+        return errors
+    if not isinstance(conditions, dict):
+        add("conditions", "must be a JSON object")
+        return errors
+    validator = _CONDITION_VALIDATORS[rule_type]
+    for message in validator(conditions, flag_type):
+        add("conditions", message)
+    if value is not None:
+        problem = value_type_error(flag_type, value)
+        if problem:
+            add("value", problem)
+        if rule_type == "kill_switch":
+            add("value", "a kill switch serves the flag's default value; it takes no value")
+    if not isinstance(variant, str) or not VARIANT_KEY_RE.match(variant):
+        add("variant", "must be a short key of letters, digits, '_', '.' or '-'")
+    return errors
+
+
+def _unknown_keys(conditions: Mapping[str, Any], allowed: tuple[str, ...]) -> list[str]:
+    extra = sorted(set(conditions) - set(allowed))
+    return [f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(allowed)})"] if extra else []
+
+
+def _string_list(conditions: Mapping[str, Any], name: str, *, required: bool) -> list[str]:
+    if name not in conditions:
+        return [f"{name} is required"] if required else []
+    items = conditions[name]
+    if not isinstance(items, list) or not items:
+        return [f"{name} must be a non-empty list"]
+    if len(items) > MAX_LIST:
+        return [f"{name} may hold at most {MAX_LIST} entries"]
+    bad = [i for i, item in enumerate(items) if not isinstance(item, str) or not item]
+    return [f"{name}[{bad[0]}] must be a non-empty string"] if bad else []
+
+
+def _validate_kill_switch(conditions: Mapping[str, Any], flag_type: str) -> list[str]:
+    problems = _unknown_keys(conditions, ("force_disabled", "reason"))
+    if conditions.get("force_disabled") is not True:
+        problems.append("force_disabled must be true")
+    reason = conditions.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        problems.append("reason is required: say why the flag is killed")
+    return problems
+
+
+def _validate_whitelist(conditions: Mapping[str, Any], flag_type: str) -> list[str]:
+    problems = _unknown_keys(conditions, ("vins",))
+    problems += _string_list(conditions, "vins", required=True)
+    if not problems:
+        for i, vin in enumerate(conditions["vins"]):
+            if not VIN_RE.match(vin):
+                problems.append(f"vins[{i}] {vin!r} is not a VIN (17 characters of A-H, J-N, P, R-Z, 0-9)")
+                break
+    return problems
+
+
+def _validate_target(conditions: Mapping[str, Any], flag_type: str) -> list[str]:
+    fields = ("models", "sw_version", "regions")
+    problems = _unknown_keys(conditions, fields)
+    if not any(name in conditions for name in fields):
+        problems.append("give at least one of models, sw_version, regions")
+    problems += _string_list(conditions, "models", required=False)
+    problems += _string_list(conditions, "regions", required=False)
+    if "sw_version" in conditions:
+        try:
+            parse_range(conditions["sw_version"])
+        except SemverError as exc:
+            problems.append(f"sw_version: {exc}")
+    return problems
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, bool)) or _is_number(value)
+
+
+def _validate_attribute(conditions: Mapping[str, Any], flag_type: str) -> list[str]:
+    problems = _unknown_keys(conditions, ("attribute", "operator", "values", "value"))
+    attribute = conditions.get("attribute")
+    if not isinstance(attribute, str) or not attribute:
+        problems.append("attribute is required (the context attribute to test)")
+    operator = conditions.get("operator")
+    if operator not in OPERATORS:
+        problems.append(f"operator must be one of {', '.join(OPERATORS)}, not {operator!r}")
+        return problems
+    if operator in LIST_OPERATORS:
+        values = conditions.get("values")
+        if not isinstance(values, list) or not values:
+            return problems + [f"values must be a non-empty list for operator {operator}"]
+        if len(values) > MAX_LIST:
+            return problems + [f"values may hold at most {MAX_LIST} entries"]
+        if not all(_scalar(v) for v in values):
+            problems.append("values must be strings, numbers or booleans")
+        return problems
+    try:
+        operand = scalar_operand(conditions)
+    except ValueError as exc:
+        return problems + [str(exc)]
+    if operator in ("gt", "gte", "lt", "lte") and not _is_number(operand):
+        problems.append(f"value must be a number for operator {operator}")
+    elif operator in ("semver_gte", "semver_lt"):
+        try:
+            parse_version(operand)  # type: ignore[arg-type]
+        except SemverError as exc:
+            problems.append(f"value: {exc}")
+    elif operator == "regex":
+        if not isinstance(operand, str):
+            problems.append("value must be a regular expression string")
+        else:
+            try:
+                re.compile(operand)
+            except re.error as exc:
+                problems.append(f"value is not a valid regular expression: {exc}")
+    elif not _scalar(operand):
+        problems.append("value must be a string, number or boolean")
+    return problems
+
+
+def scalar_operand(conditions: Mapping[str, Any]) -> object:
+    """The operand of a single-valued operator: ``value``, or ``values`` holding exactly one."""
+    if "value" in conditions:
+        return conditions["value"]
+    values = conditions.get("values")
+    if isinstance(values, list) and len(values) == 1:
+        return values[0]
+    raise ValueError(f"operator {conditions.get('operator')} takes one operand: give value (or values with one item)")
+
+
+def _validate_rollout(conditions: Mapping[str, Any], flag_type: str) -> list[str]:
+    problems = _unknown_keys(conditions, ("rollout_percentage", "sticky", "variants"))
+    problem = _percent_error(conditions.get("rollout_percentage"), "rollout_percentage")
+    if problem:
+        problems.append(problem)
+    if conditions.get("sticky", True) is not True:
+        # A vehicle must never flip between evaluations: buckets are always sticky by VIN.
+        problems.append("sticky must be true: rollouts are always sticky by VIN")
+    if "variants" in conditions:
+        variants = conditions["variants"]
+        if not isinstance(variants, list) or not variants:
+            return problems + ["variants must be a non-empty list"]
+        keys: set[str] = set()
+        total = 0
+        for i, variant in enumerate(variants):
+            if not isinstance(variant, dict):
+                problems.append(f"variants[{i}] must be an object with key, weight and value")
+                continue
+            extra = sorted(set(variant) - {"key", "weight", "value"})
+            if extra:
+                problems.append(f"variants[{i}] has unknown field(s) {', '.join(extra)}")
+            key = variant.get("key")
+            if not isinstance(key, str) or not VARIANT_KEY_RE.match(key):
+                problems.append(f"variants[{i}].key must be a short key of letters, digits, '_', '.' or '-'")
+            elif key in keys:
+                problems.append(f"variants[{i}].key {key!r} is used twice")
+            else:
+                keys.add(key)
+            weight_problem = _percent_error(variant.get("weight"), f"variants[{i}].weight")
+            if weight_problem:
+                problems.append(weight_problem)
+            else:
+                total += percent_to_buckets(variant["weight"])
+            if "value" in variant and variant["value"] is not None:
+                value_problem = value_type_error(flag_type, variant["value"])
+                if value_problem:
+                    problems.append(f"variants[{i}].value {value_problem}")
+        if not problems and total != 10_000:
+            problems.append(f"variant weights must sum to 100, not {total / 100:g}")
+    return problems
+
+
+_CONDITION_VALIDATORS: dict[str, Callable[[Mapping[str, Any], str], list[str]]] = {
+    "kill_switch": _validate_kill_switch,
+    "vehicle_whitelist": _validate_whitelist,
+    "vehicle_target": _validate_target,
+    "user_attribute": _validate_attribute,
+    "percentage_rollout": _validate_rollout,
+}
+
+
+# -- compilation ------------------------------------------------------------------
+
+_version_key = lru_cache(maxsize=4096)(try_parse_version)
+
+
+def _norm(value: object) -> object:
+    """A hashable key under which JSON scalars compare as JSON does (true != 1)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, str):
+        return value
+    return ("number", value)
+
+
+def compile_condition(rule_type: str, conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
+    """A predicate ``(vin, context) -> bool`` for a non-rollout rule's conditions."""
+    if rule_type == "vehicle_whitelist":
+        vins = frozenset(conditions["vins"])
+        return lambda vin, ctx: vin in vins
+    if rule_type == "vehicle_target":
+        return _compile_target(conditions)
+    if rule_type == "user_attribute":
+        return _compile_attribute(conditions)
+    raise ValueError(f"no condition predicate for rule type {rule_type!r}")
+
+
+def _compile_target(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
+    checks: list[Callable[[Mapping[str, Any]], bool]] = []
+    if "models" in conditions:
+        models = frozenset(conditions["models"])
+        checks.append(lambda ctx: ctx.get("model") in models)
+    if "regions" in conditions:
+        regions = frozenset(conditions["regions"])
+        checks.append(lambda ctx: ctx.get("region") in regions)
+    if "sw_version" in conditions:
+        in_range = parse_range(conditions["sw_version"])
+
+        def version_ok(ctx: Mapping[str, Any]) -> bool:
+            key = _version_key(ctx.get("sw_version"))
+            return key is not None and in_range(key)
+
+        checks.append(version_ok)
+    frozen = tuple(checks)
+    if len(frozen) == 1:
+        only = frozen[0]
+        return lambda vin, ctx: only(ctx)
+    return lambda vin, ctx: all(check(ctx) for check in frozen)
+
+
+def _compile_attribute(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
+    attribute: str = conditions["attribute"]
+    operator: str = conditions["operator"]
+    missing = object()
+    if operator in LIST_OPERATORS:
+        members = frozenset(_norm(v) for v in conditions["values"])
+        if operator == "in":
+            return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) in members
+        # A missing attribute never matches, not even "not in": absent data must not target.
+        return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) not in members
+    operand: Any = scalar_operand(conditions)
+    if operator in ("eq", "neq"):
+        key = _norm(operand)
+        if operator == "eq":
+            return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) == key
+        return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) != key
+    if operator in ("gt", "gte", "lt", "lte"):
+        compare: Callable[[Any, Any], bool] = {
+            "gt": lambda a, b: a > b,
+            "gte": lambda a, b: a >= b,
+            "lt": lambda a, b: a < b,
+            "lte": lambda a, b: a <= b,
+        }[operator]
+        return lambda vin, ctx: _is_number(v := ctx.get(attribute)) and compare(v, operand)
+    if operator in ("semver_gte", "semver_lt"):
+        bound: VersionKey = parse_version(operand)
+        if operator == "semver_gte":
+            return lambda vin, ctx: (k := _version_key(ctx.get(attribute))) is not None and k >= bound
+        return lambda vin, ctx: (k := _version_key(ctx.get(attribute))) is not None and k < bound
+    if operator == "regex":
+        search = re.compile(operand).search
+        return lambda vin, ctx: isinstance(v := ctx.get(attribute), str) and search(v) is not None
+    raise ValueError(f"unknown operator {operator!r}")
+
+
+def rollout_thresholds(conditions: Mapping[str, Any]) -> tuple[int, tuple[tuple[int, Mapping[str, Any]], ...]]:
+    """The rollout's bucket threshold and the variants' cumulative upper bounds."""
+    threshold = percent_to_buckets(conditions["rollout_percentage"])
+    cumulative = 0
+    bounds: list[tuple[int, Mapping[str, Any]]] = []
+    for variant in conditions.get("variants") or ():
+        cumulative += percent_to_buckets(variant["weight"])
+        bounds.append((cumulative, variant))
+    return threshold, tuple(bounds)
+
+
+def pick_variant(flag_key: str, vin: str, bounds: tuple[tuple[int, Any], ...]) -> Any:
+    point = bucket(flag_key, VARIANT_SALT, vin)
+    for upper, variant in bounds:
+        if point < upper:
+            return variant
+    return bounds[-1][1]  # unreachable when weights sum to 100
+
+
+def in_rollout(flag_key: str, vin: str, threshold: int) -> bool:
+    return bucket(flag_key, ROLLOUT_SALT, vin) < threshold

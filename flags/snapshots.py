@@ -1,0 +1,160 @@
+"""ORM rows -> the evaluator's input, and the per-environment snapshot cache.
+
+``flag_to_dict`` is the one mapper from the database to ``agent_client``'s snapshot JSON.
+``document(env)`` serves the published snapshot of an environment (body and strong ETag)
+from the cache; services call ``publish(env)`` on commit, so readers never build a
+snapshot from a transaction that may still roll back, and a steady-state ``304`` reads
+only the cached ETag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from agent_client.evaluator import Snapshot
+from flags.models import Flag, Revision, Rule
+
+SNAPSHOT_FORMAT = 1
+_CACHE_PREFIX = "ff:snapshot"
+
+
+def rule_to_dict(rule: Rule) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": rule.pk,
+        "type": rule.type,
+        "priority": rule.priority,
+        "enabled": rule.enabled,
+        "conditions": rule.conditions,
+        "variant": rule.variant,
+    }
+    if rule.value is not None:
+        data["value"] = rule.value
+    return data
+
+
+def flag_to_dict(flag: Flag, rules: list[Rule] | None = None) -> dict[str, Any]:
+    """The flag as the evaluator reads it (rules from a prefetch when given)."""
+    if rules is None:
+        rules = list(flag.rules.all())
+    data: dict[str, Any] = {
+        "key": flag.key,
+        "type": flag.type,
+        "default_value": flag.default_value,
+        "enabled": flag.enabled,
+        "safety_level": flag.safety_level,
+        "environment": flag.environment,
+        "version": flag.version,
+        "ttl_seconds": flag.ttl_seconds,
+        "rules": [rule_to_dict(rule) for rule in sorted(rules, key=lambda r: (-r.priority, r.pk or 0))],
+    }
+    if flag.archived_at is not None:
+        data["archived"] = True
+    return data
+
+
+def flags_with_rules(environment: str) -> QuerySet[Flag]:
+    return (
+        Flag.objects.filter(environment=environment, archived_at__isnull=True)
+        .prefetch_related(Prefetch("rules", queryset=Rule.objects.order_by("-priority", "id")))
+        .order_by("key")
+    )
+
+
+def build(environment: str) -> dict[str, Any]:
+    """The snapshot of one environment, read from the database now."""
+    revision = Revision.objects.filter(environment=environment).values_list("value", flat=True).first() or 0
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "environment": environment,
+        "version": revision,
+        "generated_at": timezone.now().isoformat(),
+        "flags": [flag_to_dict(flag, list(flag.rules.all())) for flag in flags_with_rules(environment)],
+    }
+
+
+@dataclass(frozen=True)
+class Document:
+    environment: str
+    version: int
+    etag: str
+    body: bytes
+
+    def parsed(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.body)
+        return result
+
+
+def _etag_key(environment: str) -> str:
+    return f"{_CACHE_PREFIX}:{environment}:etag"
+
+
+def _body_key(environment: str, etag: str) -> str:
+    return f"{_CACHE_PREFIX}:{environment}:{etag}"
+
+
+def _encode(data: dict[str, Any]) -> Document:
+    # generated_at stays out of the ETag: the same flags give the same tag on every server.
+    stable = {k: v for k, v in data.items() if k != "generated_at"}
+    digest = hashlib.sha256(json.dumps(stable, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return Document(data["environment"], int(data["version"]), f'"{digest}"', body)
+
+
+def publish(environment: str) -> Document:
+    """Rebuild from committed data and make it current (called on commit)."""
+    document = _encode(build(environment))
+    cache.set(_body_key(environment, document.etag), document, timeout=None)
+    cache.set(_etag_key(environment), document.etag, timeout=None)
+    return document
+
+
+def current_etag(environment: str) -> str | None:
+    """The ETag of the published snapshot: one cache read, no database."""
+    etag: str | None = cache.get(_etag_key(environment))
+    return etag
+
+
+def document(environment: str) -> Document:
+    etag = current_etag(environment)
+    if etag is not None:
+        cached = _local.get(environment)
+        if cached is not None and cached.etag == etag:
+            return cached
+        found: Document | None = cache.get(_body_key(environment, etag))
+        if found is not None:
+            _local[environment] = found
+            return found
+    found = publish(environment)
+    _local[environment] = found
+    return found
+
+
+# Compiled snapshots per process, keyed by environment and checked against the ETag.
+_local: dict[str, Document] = {}
+_compiled: dict[str, tuple[str, Snapshot]] = {}
+_compile_lock = threading.Lock()
+
+
+def compiled(environment: str) -> Snapshot:
+    current = document(environment)
+    entry = _compiled.get(environment)
+    if entry is not None and entry[0] == current.etag:
+        return entry[1]
+    with _compile_lock:
+        snapshot = Snapshot.from_dict(current.parsed())
+        _compiled[environment] = (current.etag, snapshot)
+    return snapshot
+
+
+def forget_local() -> None:
+    """Drop this process's copies (tests switch databases under it)."""
+    _local.clear()
+    _compiled.clear()
