@@ -11,6 +11,7 @@ operation through the same code, so what is approved is exactly what was shown.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -78,7 +79,7 @@ def flag_fields(flag: Flag) -> dict[str, Any]:
         "safety_level": flag.safety_level,
         "environment": flag.environment,
         "ttl_seconds": flag.ttl_seconds,
-        "owner_team": flag.owner_team.name if flag.owner_team_id else None,
+        "owner_team": flag.owner_team.name if flag.owner_team is not None else None,
         "version": flag.version,
         "archived": flag.archived_at is not None,
     }
@@ -244,7 +245,7 @@ def _bump_revisions(*environments: str) -> None:
 
 def _after_commit(*environments: str) -> None:
     for environment in set(environments):
-        transaction.on_commit(lambda env=environment: snapshots.publish(env))
+        transaction.on_commit(functools.partial(snapshots.publish, environment))
 
 
 def _apply(

@@ -20,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            user, created = user_create_or_update(
+            _, created = user_create_or_update(
                 username=options["name"], role=options["role"], password=options["password"], email=options["email"]
             )
         except ValidationError as exc:
