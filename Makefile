@@ -2,41 +2,48 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+APP_STAMP := $(VENV)/.installed-app
+DEV_STAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: run test lint typecheck pytest migrate demo bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-bench.txt
+$(APP_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-bench.txt
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(APP_STAMP)
 
-migrate: $(STAMP)
+# Tests and benchmarks also need the dev tools and the peers measured side by side.
+$(DEV_STAMP): $(APP_STAMP) requirements-dev.txt requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-bench.txt
+	touch $(DEV_STAMP)
+
+migrate: $(APP_STAMP)
 	$(PY) manage.py migrate --noinput -v0
 
 demo: migrate
 	$(PY) manage.py demo
 
 run: demo
+	$(PY) manage.py collectstatic --noinput -v0
 	@echo "FleetFlag admin: http://$(HOST):$(PORT)/admin/   (API docs: http://$(HOST):$(PORT)/api/docs/)"
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) fleetflag.asgi:application
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check agent_client
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy agent_client flags audit accounts vehicles experiments fleetflag
 
-pytest: $(STAMP)
+pytest: $(DEV_STAMP)
 	FLEETFLAG_SETTINGS=test $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) bench/eval_bench.py
 
 clean:
