@@ -1,4 +1,4 @@
-"""Probes: ``/healthz`` says the process lives; ``/readyz`` checks the database and cache."""
+"""Probes: ``/healthz`` says the process lives; ``/readyz`` checks database, cache and ClickHouse."""
 
 from __future__ import annotations
 
@@ -24,5 +24,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["cache"] = "ok" if cache.get("readyz") == "1" else "error: no round trip"
     except Exception as exc:  # noqa: BLE001
         checks["cache"] = f"error: {exc.__class__.__name__}"
+    from experiments import analytics
+
+    if analytics.configured():
+        try:
+            analytics.ping()
+            checks["analytics"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["analytics"] = f"error: {exc.__class__.__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
