@@ -245,7 +245,9 @@ def _bump_revisions(*environments: str) -> None:
 
 def _after_commit(*environments: str) -> None:
     for environment in set(environments):
-        transaction.on_commit(functools.partial(snapshots.publish, environment))
+        # robust: a cache outage after commit is logged, never reported as a failed change;
+        # the published ETag expires, so readers rebuild from the database soon after.
+        transaction.on_commit(functools.partial(snapshots.publish, environment), robust=True)
 
 
 def _apply(

@@ -24,6 +24,9 @@ from flags.models import Flag, Revision, Rule
 
 SNAPSHOT_FORMAT = 1
 _CACHE_PREFIX = "ff:snapshot"
+# A safety net, not the invalidation mechanism (that is publish-on-commit): if a publish
+# ever failed, the stale ETag lapses and the next reader rebuilds from the database.
+ETAG_TTL_SECONDS = 300
 
 
 def rule_to_dict(rule: Rule) -> dict[str, Any]:
@@ -111,8 +114,8 @@ def _encode(data: dict[str, Any]) -> Document:
 def publish(environment: str) -> Document:
     """Rebuild from committed data and make it current (called on commit)."""
     document = _encode(build(environment))
-    cache.set(_body_key(environment, document.etag), document, timeout=None)
-    cache.set(_etag_key(environment), document.etag, timeout=None)
+    cache.set(_body_key(environment, document.etag), document, timeout=ETAG_TTL_SECONDS * 2)
+    cache.set(_etag_key(environment), document.etag, timeout=ETAG_TTL_SECONDS)
     return document
 
 
