@@ -3,7 +3,8 @@
 A vehicle evaluates with its own VIN and (mostly) its own fixed context, so the result of
 each flag for that base context is computed once per snapshot and then served from a
 dict. Calls that bring extra context attributes are evaluated in full. Entries older than
-their flag's TTL are served as the default value with reason STALE (the safe fallback).
+their flag's TTL are served as the default value with reason STALE (the safe fallback),
+except a killed flag, which stays killed: the kill switch is safer than any default.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent_client.evaluator import STALE, Resolution, Snapshot, not_found
+from agent_client.evaluator import KILL_SWITCH, STALE, Resolution, Snapshot, not_found
 
 
 class LocalFlags:
@@ -63,6 +64,11 @@ class LocalFlags:
         if flag is None:
             return not_found(flag_key, default)
         if flag.ttl_seconds and self._clock() >= self._synced_at + flag.ttl_seconds:
+            killed = flag.fixed
+            if killed is not None and killed.reason == KILL_SWITCH:
+                # The kill switch is the safe state and outlives the TTL: STALE would serve
+                # the default value, which for a boolean flag may be true (the feature back on).
+                return killed
             return Resolution(flag_key, flag.default_value, "default", STALE, flag.version)
         if not context:
             return self._results[flag_key]

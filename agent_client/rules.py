@@ -267,7 +267,18 @@ _CONDITION_VALIDATORS: dict[str, Callable[[Mapping[str, Any], str], list[str]]] 
 
 # -- compilation ------------------------------------------------------------------
 
-_version_key = lru_cache(maxsize=4096)(try_parse_version)
+_cached_version_key = lru_cache(maxsize=4096)(try_parse_version)
+
+
+def _version_key(value: object) -> VersionKey | None:
+    # Only strings reach the cache: a context value may be any JSON, and a list or an
+    # object is unhashable (it would raise inside lru_cache instead of not matching).
+    return _cached_version_key(value) if isinstance(value, str) else None
+
+
+# What a value that is not a JSON scalar (null, a list, an object, or absent) normalises
+# to: it equals nothing and belongs to no set, so such a value never matches any operator.
+_UNCOMPARABLE = object()
 
 
 def _norm(value: object) -> object:
@@ -276,7 +287,9 @@ def _norm(value: object) -> object:
         return ("bool", value)
     if isinstance(value, str):
         return value
-    return ("number", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    return _UNCOMPARABLE
 
 
 def compile_condition(rule_type: str, conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
@@ -295,10 +308,11 @@ def _compile_target(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapp
     checks: list[Callable[[Mapping[str, Any]], bool]] = []
     if "models" in conditions:
         models = frozenset(conditions["models"])
-        checks.append(lambda ctx: ctx.get("model") in models)
+        # isinstance first: a list or an object in the context is unhashable.
+        checks.append(lambda ctx: isinstance(m := ctx.get("model"), str) and m in models)
     if "regions" in conditions:
         regions = frozenset(conditions["regions"])
-        checks.append(lambda ctx: ctx.get("region") in regions)
+        checks.append(lambda ctx: isinstance(r := ctx.get("region"), str) and r in regions)
     if "sw_version" in conditions:
         in_range = parse_range(conditions["sw_version"])
 
@@ -317,19 +331,19 @@ def _compile_target(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapp
 def _compile_attribute(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
     attribute: str = conditions["attribute"]
     operator: str = conditions["operator"]
-    missing = object()
+    # An absent attribute, null, a list or an object never matches, not even "not in" or
+    # "neq": absent or unreadable data must not target (and must not raise on the hot path).
     if operator in LIST_OPERATORS:
         members = frozenset(_norm(v) for v in conditions["values"])
         if operator == "in":
-            return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) in members
-        # A missing attribute never matches, not even "not in": absent data must not target.
-        return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) not in members
+            return lambda vin, ctx: _norm(ctx.get(attribute)) in members
+        return lambda vin, ctx: (k := _norm(ctx.get(attribute))) is not _UNCOMPARABLE and k not in members
     operand: Any = scalar_operand(conditions)
     if operator in ("eq", "neq"):
         key = _norm(operand)
         if operator == "eq":
-            return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) == key
-        return lambda vin, ctx: (v := ctx.get(attribute, missing)) is not missing and _norm(v) != key
+            return lambda vin, ctx: _norm(ctx.get(attribute)) == key
+        return lambda vin, ctx: (k := _norm(ctx.get(attribute))) is not _UNCOMPARABLE and k != key
     if operator in ("gt", "gte", "lt", "lte"):
         compare: Callable[[Any, Any], bool] = {
             "gt": lambda a, b: a > b,

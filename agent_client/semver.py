@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 _VERSION_RE = re.compile(
     r"^v?(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?"
-    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$",
+    re.ASCII,  # SemVer digits are ASCII: without it \d also accepts other scripts' digits (fullwidth, Arabic-Indic)
 )
 _COMPARATOR_RE = re.compile(r"^(>=|<=|==|!=|>|<)?\s*(\S+)$")
 
