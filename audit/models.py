@@ -4,6 +4,10 @@ Each entry stores the hash of the previous entry and its own hash over a canonic
 serialisation of its fields (``canonical_payload``). Entries refuse update and delete in
 Python (model and queryset); on the database a trigger refuses UPDATE, DELETE and
 TRUNCATE (see migrations). ``audit.services.verify_chain`` re-computes the chain.
+
+On PostgreSQL the table is partitioned by month of ``created_at`` (migration 0003) so
+that entries older than the retention period can be archived and detached a month at a
+time; the chain then starts at an ``AuditAnchor``. See ``docs/audit.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from django.db import models
 from django.utils import timezone
 
 GENESIS_HASH = "0" * 64
+RETENTION_YEARS = 7
 
 
 class AppendOnlyError(Exception):
@@ -40,14 +45,20 @@ class AuditEntry(models.Model):
         SYSTEM = "system"
         VEHICLE = "vehicle"
 
+    # On PostgreSQL the database enforces unique (seq, created_at) and (hash, created_at) only:
+    # a partitioned table's unique keys must contain the partition key. Global uniqueness
+    # of seq comes from the ChainHead row lock in ``audit.services.record``, and
+    # ``verify_chain`` reports a duplicate. SQLite keeps the plain unique columns.
     seq = models.BigIntegerField(unique=True, help_text="Position in the hash chain (1, 2, 3, ...).")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
     actor = models.CharField(max_length=255, help_text="Who acted, as shown to people (kept if the user goes).")
     user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     api_key_id = models.BigIntegerField(null=True, blank=True)
-    action = models.CharField(max_length=32, db_index=True)
-    flag_key = models.CharField(max_length=100, blank=True, db_index=True)
+    # No single-column indexes on action and flag_key: (action, created_at) and
+    # (flag_key, created_at) serve those lookups, and each index is kept for 7 years.
+    action = models.CharField(max_length=32)
+    flag_key = models.CharField(max_length=100, blank=True)
     flag_id = models.BigIntegerField(null=True, blank=True)
     object_type = models.CharField(max_length=32, blank=True)
     object_id = models.CharField(max_length=64, blank=True)
@@ -112,7 +123,9 @@ class AuditEntry(models.Model):
 
 
 class ChainHead(models.Model):
-    """The last entry of the chain, locked while an entry is appended (one row)."""
+    """The last entry of the chain, locked while an entry is appended (one row).
+
+    The database lets it move forward only (no delete, no lower ``seq``)."""
 
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64, default=GENESIS_HASH)
@@ -122,3 +135,51 @@ class ChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"chain head #{self.seq}"
+
+
+class AuditAnchorQuerySet(models.QuerySet["AuditAnchor"]):
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyError("audit anchors are append-only: update refused")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("audit anchors are append-only: delete refused")
+
+    _raw_delete = delete  # type: ignore[assignment]
+
+
+class AuditAnchor(models.Model):
+    """Where the kept chain starts once older entries were archived and detached.
+
+    ``seq`` and ``hash`` are those of the last archived entry: the first kept entry must
+    be ``seq + 1`` with ``prev_hash == hash``. Without an anchor the chain must start at
+    #1 from the genesis hash, so verification never trusts an arbitrary first entry.
+    """
+
+    seq = models.BigIntegerField(unique=True, help_text="The last archived entry's position in the chain.")
+    hash = models.CharField(max_length=64, help_text="The last archived entry's hash.")
+    first_seq = models.BigIntegerField(help_text="The first entry of the archive.")
+    entries = models.BigIntegerField(help_text="How many entries the archive holds.")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    partition = models.CharField(max_length=63, blank=True, help_text="The detached PostgreSQL partition.")
+    archive_name = models.CharField(max_length=255, help_text="The JSON-lines archive file.")
+    archive_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the archive file.")
+    created_at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=255)
+
+    objects = AuditAnchorQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-seq",)
+        verbose_name = "audit archive anchor"
+
+    def __str__(self) -> str:
+        return f"anchor #{self.seq} ({self.archive_name})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("audit anchors are append-only: update refused")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("audit anchors are append-only: delete refused")

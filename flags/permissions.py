@@ -6,7 +6,7 @@ from typing import Any
 
 from guardian.shortcuts import assign_perm, remove_perm
 
-from audit.context import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, Actor
+from audit.context import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, ROLES, Actor
 from flags.models import Flag
 
 CHANGE_FLAG = "flags.change_flag"
@@ -39,6 +39,25 @@ def can_engage_kill_switch(actor: Actor, flag: Flag) -> bool:
 
 def can_approve(actor: Actor) -> bool:
     return actor.user is not None and actor.has_role(ROLE_SAFETY)
+
+
+def owner_change_problem(actor: Actor, old_team: Any, new_team: Any) -> str | None:
+    """Why ``actor`` may not make ``new_team`` the owner of a flag owned by ``old_team``.
+
+    None when they may. Checked when the change is made or requested, never on approval
+    (the SAFETY approver need not belong to the team).
+    """
+    if new_team is not None and new_team.name in ROLES:
+        return f"{new_team.name} is a role, not a team"
+    if actor.has_role(ROLE_ADMIN) or new_team == old_team:
+        return None
+    if new_team is None:
+        # An unowned flag is open to every WRITE user: only ADMIN may widen it so.
+        return "only ADMIN can take a flag away from its team"
+    user = actor.user
+    if user is None or not user.groups.filter(pk=new_team.pk).exists():
+        return "you can only give a flag to a team you belong to"
+    return None
 
 
 def set_owner_permissions(flag: Flag, old_team: Any, new_team: Any) -> None:

@@ -287,6 +287,11 @@ def _execute(
             raise PermissionDenied(f"{actor.label} may not change flag {locked.key}")
         if locked.archived_at is not None:
             raise Conflict(f"flag {locked.key} is archived; archived flags do not change", code="archived")
+        if operation == Op.UPDATE_FLAG and "owner_team" in payload["changes"]:
+            new_team = _resolve_team(payload["changes"]["owner_team"])
+            problem = permissions.owner_change_problem(actor, locked.owner_team, new_team)
+            if problem:
+                raise ValidationError({"owner_team": problem})
         if not needs_approval(locked):
             applied, effects = _apply(locked, operation, payload, actor)
             return Outcome(applied, rule=_rule_of(effects), audit_actions=[e.action for e in effects])
@@ -367,9 +372,9 @@ def flag_create(
     if safety_level == SafetyLevel.ASIL_D and enabled:
         raise ValidationError({"enabled": "ASIL-D flags are created disabled; enabling one needs a SAFETY approval"})
     team = _resolve_team(owner_team)
-    if team is not None and not actor.has_role("ADMIN"):
-        if actor.user is None or not actor.user.groups.filter(pk=team.pk).exists():
-            raise ValidationError({"owner_team": "you can only give a flag to a team you belong to"})
+    problem = permissions.owner_change_problem(actor, None, team)
+    if problem:
+        raise ValidationError({"owner_team": problem})
     flag = Flag(
         key=key,
         name=name,
