@@ -1,0 +1,1137 @@
+"""The flags admin: an interface over ``flags.services``, never a writer of its own.
+
+Saving a flag page runs every operation of the save (the flag's changed fields, then
+each rule deleted, changed and added) through the service functions inside the one
+transaction Django's ``changeform_view`` opens. If any service refuses, the whole
+transaction rolls back — nothing applied, no change request kept — and the page is
+rendered again from the same POST with the refusals on the fields they concern
+(``_Refused`` carries them into the second pass, where the forms add them as errors).
+For an ASIL-D flag each operation becomes its own change request; nothing changes
+until a SAFETY engineer other than the requester approves it in the change-request
+admin (the approval queue), whose buttons call the same services.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
+from django.db.models.functions import Now
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from agent_client.evaluator import evaluate
+from audit.context import ROLE_ADMIN, ROLE_SAFETY, ROLE_WRITE, Actor
+from flags import permissions, services, snapshots
+from flags.errors import ServiceError
+from flags.forms import NON_FIELD, EvaluateForm, FieldErrors, FlagForm, ReasonForm, RuleForm, RuleFormSet
+from flags.models import ChangeRequest, Flag, Rule, RuleType, SafetyLevel
+
+if TYPE_CHECKING:
+    _FlagAdminBase = admin.ModelAdmin[Flag]
+    _ChangeRequestAdminBase = admin.ModelAdmin[ChangeRequest]
+    _RuleInlineBase = admin.TabularInline[Rule, Flag]
+else:
+    _FlagAdminBase = _ChangeRequestAdminBase = admin.ModelAdmin
+    _RuleInlineBase = admin.TabularInline
+
+ADMIN_CSS = {"all": ("admin_ext/fleetflag.css",)}
+SAFETY_RANK = {level: rank for rank, level in enumerate(SafetyLevel.values)}
+
+
+# -- small shared pieces -------------------------------------------------------------------
+
+
+def _actor(request: HttpRequest) -> Actor:
+    """The user's roles for permission checks (cached per request; no request metadata)."""
+    cached = getattr(request, "_ff_actor", None)
+    if cached is None or cached.user != request.user:
+        cached = Actor.for_user(request.user)
+        request._ff_actor = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def safety_badge(level: str) -> SafeString:
+    label = SafetyLevel(level).label if level in SafetyLevel.values else level
+    css = {"ASIL_D": "ff-asil-d", "ASIL_B": "ff-asil-b", "SAFETY_RELEVANT": "ff-safety-relevant"}.get(level, "ff-nc")
+    if level == SafetyLevel.ASIL_D:
+        return format_html('<span class="ff-badge {}" title="{}">&#9888; {}</span>', css,
+                           "ASIL-D: every change needs approval by a second person (SAFETY)", label)
+    return format_html('<span class="ff-badge {}">{}</span>', css, label)
+
+
+def _error_dict(exc: ValidationError) -> FieldErrors:
+    if hasattr(exc, "error_dict"):
+        return {name: list(messages_) for name, messages_ in exc.message_dict.items()}
+    return {NON_FIELD: list(exc.messages)}
+
+
+def _merge(into: FieldErrors, errors: FieldErrors) -> None:
+    for name, messages_ in errors.items():
+        into.setdefault(name, []).extend(messages_)
+
+
+def _cr_link(request_: ChangeRequest) -> SafeString:
+    url = reverse("admin:flags_changerequest_change", args=[request_.pk])
+    return format_html('<a href="{}">CR-{}</a> ({})', url, request_.pk, request_.get_operation_display())
+
+
+def _stamp(moment: Any) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, cls=DjangoJSONEncoder)
+
+
+# -- the save path ------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """A service refused part of a save: the transaction rolls back and the form shows why."""
+
+    def __init__(self, form_errors: FieldErrors, rule_errors: dict[str, FieldErrors] | None = None) -> None:
+        super().__init__("save refused")
+        self.form_errors = form_errors
+        self.rule_errors = rule_errors or {}
+
+
+@dataclass
+class _SaveReport:
+    """What one admin save did: operations applied now and change requests created."""
+
+    flag: Flag | None = None
+    version_before: int | None = None
+    applied: list[str] = field(default_factory=list)
+    change_requests: list[ChangeRequest] = field(default_factory=list)
+
+    def record(self, description: str, outcome: services.Outcome) -> None:
+        if outcome.change_request is not None:
+            self.change_requests.append(outcome.change_request)
+        else:
+            self.applied.append(description)
+
+    @property
+    def empty(self) -> bool:
+        return not self.applied and not self.change_requests
+
+
+def _refusal(request: HttpRequest) -> _Refused | None:
+    return getattr(request, "_ff_refusal", None)
+
+
+class _Operations:
+    """Runs the operations of one save through the services, collecting every refusal."""
+
+    def __init__(self, actor: Actor, report: _SaveReport) -> None:
+        self.actor = actor
+        self.report = report
+        self.form_errors: FieldErrors = {}
+        self.rule_errors: dict[str, FieldErrors] = {}
+
+    def run(self, description: str, call: Callable[..., services.Outcome], *, rule_prefix: str | None = None,
+            **arguments: Any) -> None:
+        try:
+            outcome = call(actor=self.actor, **arguments)
+        except ValidationError as exc:
+            errors = _error_dict(exc)
+        except ServiceError as exc:
+            errors = {NON_FIELD: [exc.message]}
+        else:
+            self.report.record(description, outcome)
+            return
+        if rule_prefix is None:
+            _merge(self.form_errors, errors)
+            return
+        # The rationale is asked once, on the flag form; the rest belongs to the rule.
+        if "rationale" in errors:
+            _merge(self.form_errors, {"rationale": errors.pop("rationale")})
+        if errors:
+            _merge(self.rule_errors.setdefault(rule_prefix, {}), errors)
+
+    def raise_if_refused(self) -> None:
+        if self.form_errors or self.rule_errors:
+            raise _Refused(self.form_errors, self.rule_errors)
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+class _DefaultingFilter(admin.SimpleListFilter):
+    """A filter with a default choice instead of Django's "All" (which is offered explicitly)."""
+
+    default: str = ""
+
+    def default_for(self, request: HttpRequest) -> str:
+        return self.default
+
+    def __init__(self, request: HttpRequest, params: dict[str, Any], model: Any, model_admin: Any) -> None:
+        super().__init__(request, params, model, model_admin)
+        name = str(self.parameter_name)
+        if name not in self.used_parameters:
+            self.used_parameters[name] = self.default_for(request)
+
+    def choices(self, changelist: Any) -> Iterator[Any]:
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == str(lookup),
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+
+class ArchivedFilter(_DefaultingFilter):
+    title = "archived"
+    parameter_name = "archived"
+    default = "active"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("archived", "Archived"), ("all", "All")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "active":
+            return queryset.filter(archived_at__isnull=True)
+        if self.value() == "archived":
+            return queryset.filter(archived_at__isnull=False)
+        return queryset
+
+
+# -- rules inline --------------------------------------------------------------------------------
+
+
+class RuleInline(_RuleInlineBase):
+    model = Rule
+    form = RuleForm
+    formset = RuleFormSet
+    extra = 0
+    ordering = ("-priority", "id")
+    fields = ("type", "priority", "enabled", "conditions", "value", "variant")
+    verbose_name_plural = "Rules (evaluated by priority, highest first; an enabled kill switch overrides all)"
+
+    def _may_edit(self, request: HttpRequest, obj: Any) -> bool:
+        return isinstance(obj, Flag) and obj.archived_at is None and permissions.can_change(_actor(request), obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may_edit(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may_edit(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may_edit(request, obj)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return permissions.can_view(_actor(request))
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        refusal = _refusal(request)
+        if refusal is not None:
+            formset = type(formset.__name__, (formset,), {"service_errors": refusal.rule_errors})
+        return formset
+
+
+# -- flags ---------------------------------------------------------------------------------------
+
+
+@admin.register(Flag)
+class FlagAdmin(_FlagAdminBase):
+    form = FlagForm
+    inlines = [RuleInline]
+    change_form_template = "admin/flags/flag/change_form.html"
+    list_display = ("flag_label", "type", "environment", "enabled", "safety_badge", "version", "owner_team", "alerts",
+                    "archived")
+    list_display_links = ("flag_label",)
+    list_filter = ("environment", "safety_level", "enabled", ArchivedFilter, "type",
+                   ("owner_team", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("key", "name", "description")
+    search_help_text = "Full text over key, name and description; part of a key matches too."
+    list_select_related = ("owner_team",)
+    list_per_page = 50
+    actions = ["engage_kill_switch", "enable_flags", "disable_flags", "archive_flags"]
+    save_as = False
+
+    class Media:
+        css = ADMIN_CSS
+
+    # -- list -----------------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Flag]:
+        killed = Rule.objects.filter(flag=OuterRef("pk"), type=RuleType.KILL_SWITCH, enabled=True)
+        return cast(QuerySet[Flag], (
+            super()
+            .get_queryset(request)
+            .annotate(
+                safety_rank=Case(*(When(safety_level=level, then=Value(rank)) for level, rank in SAFETY_RANK.items()),
+                                 output_field=IntegerField()),
+                is_killed=Exists(killed),
+                pending_count=Count("change_requests", filter=Q(change_requests__status=ChangeRequest.Status.PENDING),
+                                    distinct=True),
+            )
+        ))
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Flag], search_term: str) -> tuple[
+            QuerySet[Flag], bool]:
+        term = search_term.strip()
+        if not term or not _is_postgres(queryset.db):
+            return super().get_search_results(request, queryset, search_term)
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        vector = SearchVector("key", "name", "description", config="english")
+        query = SearchQuery(term, search_type="websearch", config="english")
+        found = queryset.annotate(search=vector).filter(Q(search=query) | Q(key__icontains=term))
+        return found, False
+
+    @admin.display(description="Flag (key / name)", ordering="key")
+    def flag_label(self, obj: Flag) -> SafeString:
+        return format_html('<span class="ff-key">{}</span><br><span class="ff-name">{}</span>', obj.key, obj.name)
+
+    @admin.display(description="Safety level", ordering="safety_rank")
+    def safety_badge(self, obj: Flag) -> SafeString:
+        return safety_badge(obj.safety_level)
+
+    @admin.display(description="Attention", ordering="-pending_count")
+    def alerts(self, obj: Flag) -> SafeString:
+        parts = []
+        if getattr(obj, "is_killed", False):
+            parts.append(mark_safe('<span class="ff-status ff-status-rejected">killed</span>'))
+        count = getattr(obj, "pending_count", 0)
+        if count:
+            url = reverse("admin:flags_changerequest_changelist")
+            parts.append(format_html('<a href="{}?flag__id__exact={}&amp;status=pending&amp;mine=all" '
+                                     'class="ff-status ff-status-pending">{} pending</a>', url, obj.pk, count))
+        return format_html_join(" ", "{}", ((part,) for part in parts)) if parts else mark_safe("-")
+
+    @admin.display(description="Archived", ordering="archived_at")
+    def archived(self, obj: Flag) -> str:
+        return obj.archived_at.strftime("%Y-%m-%d") if obj.archived_at is not None else "-"
+
+    # -- permissions (the services check again: they are the final gate) -----------------------
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return permissions.can_view(_actor(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return permissions.can_create(_actor(request))
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        actor = _actor(request)
+        if obj is None:
+            return permissions.can_create(actor)
+        return obj.archived_at is None and permissions.can_change(actor, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # flags are archived, never deleted
+
+    def has_archive_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("flags.archive_flag"))
+
+    def has_kill_switch_permission(self, request: HttpRequest) -> bool:
+        return _actor(request).has_role(ROLE_ADMIN, ROLE_WRITE, ROLE_SAFETY)
+
+    # -- the change form -----------------------------------------------------------------------
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ()
+        return ("key", "type", "version", "created_at", "created_by", "updated_at", "updated_by",
+                "total_evaluations", "active_vehicles", "last_evaluation_at", "archived_at")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        identity = ("key", "name", "description", "type")
+        serving = ("default_value", "enabled", "environment", "ttl_seconds")
+        safety = ("safety_level", "owner_team")
+        if obj is None:
+            return [(None, {"fields": identity}), ("Serving", {"fields": serving}),
+                    ("Safety and ownership", {"fields": safety})]
+        fieldsets: list[tuple[str | None, dict[str, Any]]] = []
+        editable = self.has_change_permission(request, obj)
+        if editable and obj.is_asil_d:
+            fieldsets.append(("ASIL-D change request", {"fields": ("rationale",), "classes": ("ff-rationale",)}))
+        fieldsets += [
+            (None, {"fields": (*identity, "base_version") if editable else identity}),
+            ("Serving", {"fields": serving}),
+            ("Safety and ownership", {"fields": safety}),
+        ]
+        if editable and not obj.is_asil_d:
+            fieldsets.append(("Rationale", {
+                "fields": ("rationale",), "classes": ("collapse",),
+                "description": "Needed only when this save creates change requests, e.g. when it raises the "
+                               "flag to ASIL-D and changes rules too.",
+            }))
+        fieldsets.append(("Version and statistics", {
+            "fields": ("version", "created_at", "created_by", "updated_at", "updated_by", "total_evaluations",
+                       "active_vehicles", "last_evaluation_at", "archived_at"),
+            "classes": ("collapse",),
+        }))
+        return fieldsets
+
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        # Rules are added once the flag exists: their values are checked against its type.
+        return super().get_inline_instances(request, obj) if obj is not None else []
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        attrs: dict[str, Any] = {"actor": _actor(request)}
+        refusal = _refusal(request)
+        if refusal is not None:
+            errors = dict(refusal.form_errors)
+            errors.setdefault(NON_FIELD, []).insert(0, "Nothing was saved: every part of a save is applied together "
+                                                       "or not at all. Correct the errors below and save again.")
+            attrs["service_errors"] = errors
+        return type(form.__name__, (form,), attrs)
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if request.method != "POST":
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        if "_saveasnew" in request.POST:
+            raise PermissionDenied("flags are not copied: keys are never reused")
+        try:
+            # Django runs validation and save_related inside one transaction.atomic().
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except _Refused as refused:
+            # The transaction has rolled back: render the same POST again with the refusals.
+            request._ff_refusal = refused  # type: ignore[attr-defined]
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: Flag, form: Any, change: bool) -> None:
+        """Nothing here: every write happens in ``save_related`` through the services."""
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        raise RuntimeError("rules are saved through flags.services in save_related")
+
+    def delete_model(self, request: HttpRequest, obj: Flag) -> None:
+        raise PermissionDenied("flags are archived, never deleted")
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Flag]) -> None:
+        raise PermissionDenied("flags are archived, never deleted")
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if _refusal(request) is not None:
+            raise RuntimeError("a refused save is shown again, never saved")
+        if not transaction.get_connection().in_atomic_block:
+            raise RuntimeError("an admin save must run inside one transaction")
+        actor = Actor.from_request(request)
+        if change:
+            report = self._save_changes(actor, form, formsets)
+        else:
+            report = self._save_new(actor, form)
+        request._ff_report = report  # type: ignore[attr-defined]
+
+    def _save_new(self, actor: Actor, form: FlagForm) -> _SaveReport:
+        fields = {name: form.cleaned_data[name] for name in FlagForm.Meta.fields if name in form.cleaned_data}
+        try:
+            flag = services.flag_create(actor=actor, **fields)
+        except ValidationError as exc:
+            raise _Refused(_error_dict(exc)) from exc
+        except ServiceError as exc:
+            raise _Refused({NON_FIELD: [exc.message]}) from exc
+        form.instance.pk = flag.pk
+        form.instance.version = flag.version
+        return _SaveReport(flag=flag, applied=["created"])
+
+    def _save_changes(self, actor: Actor, form: FlagForm, formsets: list[Any]) -> _SaveReport:
+        # Held until the transaction ends, so no one changes the flag between our operations.
+        flag = Flag.objects.select_for_update().get(pk=form.instance.pk)
+        loaded_at = form.cleaned_data.get("base_version")
+        if loaded_at is not None and loaded_at != flag.version:
+            raise _Refused({NON_FIELD: [f"This flag changed while you edited it (version {loaded_at} -> "
+                                        f"{flag.version}). Reload the page and make your change again."]})
+        report = _SaveReport(flag=flag, version_before=flag.version)
+        operations = _Operations(actor, report)
+        rationale = form.cleaned_data.get("rationale") or ""
+        changes = form.flag_changes()
+        if changes:
+            operations.run(f"changed {', '.join(changes)}", services.flag_update, flag=flag.pk, changes=changes,
+                           rationale=rationale)
+        for formset in formsets:
+            if not isinstance(formset, RuleFormSet):
+                continue
+            deleted, changed, added = formset.rule_operations()
+            for rule_form in deleted:
+                operations.run(f"deleted rule {rule_form.instance}", services.rule_delete,
+                               rule_prefix=rule_form.prefix, flag=flag.pk, rule_id=rule_form.instance.pk,
+                               rationale=rationale)
+            for rule_form in changed:
+                rule_changes = {n: rule_form.cleaned_data[n] for n in rule_form.changed_data if n in services.RULE_FIELDS}
+                if rule_changes:
+                    operations.run(f"changed rule {rule_form.instance.pk} ({', '.join(rule_changes)})",
+                                   services.rule_update, rule_prefix=rule_form.prefix, flag=flag.pk,
+                                   rule_id=rule_form.instance.pk, rationale=rationale, **rule_changes)
+            for rule_form in added:
+                fields = {n: rule_form.cleaned_data[n] for n in services.RULE_FIELDS if n in rule_form.cleaned_data}
+                operations.run(f"added a {fields.get('type')} rule", services.rule_create,
+                               rule_prefix=rule_form.prefix, flag=flag.pk, rationale=rationale, **fields)
+        operations.raise_if_refused()
+        return report
+
+    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
+        report: _SaveReport | None = getattr(request, "_ff_report", None)
+        if report is None or add:
+            return super().construct_change_message(request, form, formsets, add)
+        parts = []
+        if report.applied:
+            parts.append("Applied: " + "; ".join(report.applied))
+        if report.change_requests:
+            parts.append("Change requests (not applied): " + ", ".join(f"CR-{cr.pk}" for cr in report.change_requests))
+        return ". ".join(parts) or "No changes"
+
+    def response_add(self, request: HttpRequest, obj: Flag, post_url_continue: str | None = None) -> HttpResponse:
+        if IS_POPUP_VAR in request.POST:
+            return super().response_add(request, obj, post_url_continue)  # closes the "+" popup of a flag field
+        url = reverse("admin:flags_flag_change", args=[obj.pk])
+        self.message_user(request, format_html('Flag <a href="{}">{}</a> created at version 1 (disabled '
+                                               'unless you enabled it). Add its rules on its page.', url, obj.key),
+                          messages.SUCCESS)
+        if "_addanother" in request.POST:
+            return HttpResponseRedirect(request.path)
+        return HttpResponseRedirect(url)  # rules are added on the flag's page
+
+    def response_change(self, request: HttpRequest, obj: Flag) -> HttpResponse:
+        report: _SaveReport | None = getattr(request, "_ff_report", None)
+        if report is not None:
+            self._report_save(request, obj, report)
+        if IS_POPUP_VAR in request.POST:
+            return super().response_change(request, obj)
+        if "_continue" in request.POST or (report is not None and report.change_requests):
+            return HttpResponseRedirect(request.get_full_path())
+        if "_addanother" in request.POST:
+            return HttpResponseRedirect(reverse("admin:flags_flag_add"))
+        return self.response_post_save_change(request, obj)
+
+    def _report_save(self, request: HttpRequest, obj: Flag, report: _SaveReport) -> None:
+        if report.empty:
+            self.message_user(request, f"No changes to save on {obj.key}.", messages.INFO)
+            return
+        if report.applied:
+            current = Flag.objects.filter(pk=obj.pk).values_list("version", flat=True).first()
+            self.message_user(request, f"Saved {obj.key}: {'; '.join(report.applied)} "
+                                       f"(version {report.version_before} -> {current}).", messages.SUCCESS)
+        if report.change_requests:
+            links = format_html_join(", ", "{}", ((_cr_link(cr),) for cr in report.change_requests))
+            many = len(report.change_requests) > 1
+            self.message_user(request, format_html(
+                "Nothing changed yet on {}: {} {} for SAFETY approval. The flag stays as it is until a second "
+                "person approves.{}", obj.key, "change requests" if many else "change request", links,
+                " Approving one changes the flag's version, so the others will then be refused as stale and "
+                "must be made again." if many else ""), messages.WARNING)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if obj is not None:
+            context.update(self._flag_page_context(request, obj))
+        return super().change_view(request, object_id, form_url, context)
+
+    def _flag_page_context(self, request: HttpRequest, obj: Flag) -> dict[str, Any]:
+        actor = _actor(request)
+        pending = list(obj.change_requests.filter(status=ChangeRequest.Status.PENDING).order_by("-requested_at"))
+        return {
+            "ff_flag": obj,
+            "ff_badge": safety_badge(obj.safety_level),
+            "ff_asil_d": obj.is_asil_d,
+            "ff_archived": obj.archived_at is not None,
+            "ff_killed": Rule.objects.filter(flag=obj, type=RuleType.KILL_SWITCH, enabled=True).first(),
+            "ff_pending": pending,
+            "ff_evaluate_url": reverse("admin:flags_flag_evaluate", args=[obj.pk]),
+            "ff_evidence_url": reverse("admin:flags_flag_evidence", args=[obj.pk]),
+            "ff_kill_url": reverse("admin:flags_flag_kill_switch", args=[obj.pk]),
+            "ff_can_kill": obj.archived_at is None and permissions.can_engage_kill_switch(actor, obj),
+            "ff_audit_url": reverse("admin:audit_auditentry_changelist") + f"?flag_key__exact={obj.key}",
+            "ff_requests_url": reverse("admin:flags_changerequest_changelist") + f"?flag__id__exact={obj.pk}&mine=all",
+        }
+
+    # -- extra pages ---------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        extra = [
+            path("<path:object_id>/evaluate/", view(self.evaluate_view), name="flags_flag_evaluate"),
+            path("<path:object_id>/evidence/", view(self.evidence_view), name="flags_flag_evidence"),
+            path("<path:object_id>/kill-switch/", view(self.kill_switch_view), name="flags_flag_kill_switch"),
+        ]
+        return extra + super().get_urls()
+
+    def _viewable(self, request: HttpRequest, object_id: str) -> Flag:
+        flag = self.get_object(request, unquote(object_id))
+        if flag is None:
+            raise Http404("no such flag")
+        if not self.has_view_permission(request, flag):
+            raise PermissionDenied
+        return flag
+
+    def evaluate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Evaluate the flag as stored now for one VIN, with the shared evaluator."""
+        flag = self._viewable(request, object_id)
+        if request.method == "POST":
+            form = EvaluateForm(request.POST)
+        elif "vin" in request.GET:
+            form = EvaluateForm(request.GET)
+        else:
+            form = EvaluateForm()
+        result = None
+        if form.is_bound and form.is_valid():
+            result = evaluate_for_vin(flag, form.cleaned_data["vin"], form.cleaned_data["context"])
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Evaluate {flag.key} for a VIN",
+            "original": flag,
+            "ff_badge": safety_badge(flag.safety_level),
+            "form": form,
+            "result": result,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/flags/flag/evaluate.html", context)
+
+    def evidence_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        flag = self._viewable(request, object_id)
+        try:
+            from flags import evidence  # written alongside; imported late so the admin loads without it
+        except ModuleNotFoundError as exc:
+            if exc.name != "flags.evidence":
+                raise
+            return HttpResponse("The evidence report is not available in this build (flags.evidence is missing).",
+                                status=501, content_type="text/plain; charset=utf-8")
+        report = evidence.build_report(flag)
+        if request.GET.get("format") == "json":
+            response = JsonResponse(report, encoder=DjangoJSONEncoder, json_dumps_params={"indent": 2})
+            response["Content-Disposition"] = f'inline; filename="evidence-{flag.key}.json"'
+            return response
+        return HttpResponse(evidence.render_html(report), content_type="text/html; charset=utf-8")
+
+    def kill_switch_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        flag = self._viewable(request, object_id)
+        change_url = reverse("admin:flags_flag_change", args=[flag.pk])
+        form = ReasonForm(request.POST if request.method == "POST" else None, **_KILL_REASON)
+        if request.method == "POST" and form.is_valid():
+            _engage(self, request, flag, form.cleaned_data["text"])
+            return HttpResponseRedirect(change_url)
+        return self._action_page(request, title=f"Engage the kill switch of {flag.key}", flags=[flag], form=form,
+                                 action=None, explanation=_KILL_EXPLANATION, submit="Engage kill switch now",
+                                 danger=True, cancel_url=change_url)
+
+    # -- actions: one service call per flag, reported per flag ----------------------------------
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _action_page(self, request: HttpRequest, *, title: str, flags: list[Flag], form: ReasonForm,
+                     action: str | None, explanation: str, submit: str, danger: bool = False,
+                     cancel_url: str = "") -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "flags": [(flag, safety_badge(flag.safety_level)) for flag in flags],
+            "form": form,
+            "action": action,
+            "explanation": explanation,
+            "submit": submit,
+            "danger": danger,
+            "cancel_url": cancel_url or reverse("admin:flags_flag_changelist"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/flags/flag/action_confirm.html", context)
+
+    @admin.action(description="Engage kill switch on selected flags (applies at once)",
+                  permissions=["kill_switch"])
+    def engage_kill_switch(self, request: HttpRequest, queryset: QuerySet[Flag]) -> HttpResponse | None:
+        flags = list(queryset.order_by("key"))
+        form = ReasonForm(request.POST if "_confirm" in request.POST else None, **_KILL_REASON)
+        if not form.is_valid():
+            return self._action_page(request, title="Engage the kill switch", flags=flags, form=form,
+                                     action="engage_kill_switch", explanation=_KILL_EXPLANATION,
+                                     submit=f"Engage kill switch on {len(flags)} flag(s) now", danger=True)
+        for flag in flags:
+            _engage(self, request, flag, form.cleaned_data["text"])
+        return None
+
+    @admin.action(description="Enable selected flags (ASIL-D: change requests)", permissions=["change"])
+    def enable_flags(self, request: HttpRequest, queryset: QuerySet[Flag]) -> HttpResponse | None:
+        return self._set_enabled(request, queryset, enabled=True)
+
+    @admin.action(description="Disable selected flags (ASIL-D: change requests)", permissions=["change"])
+    def disable_flags(self, request: HttpRequest, queryset: QuerySet[Flag]) -> HttpResponse | None:
+        return self._set_enabled(request, queryset, enabled=False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Flag], *, enabled: bool) -> HttpResponse | None:
+        verb = "enable" if enabled else "disable"
+        flags = list(queryset.order_by("key"))
+        asil_d = [flag for flag in flags if flag.is_asil_d and flag.enabled != enabled and flag.archived_at is None]
+        rationale = ""
+        if asil_d:
+            form = ReasonForm(request.POST if "_confirm" in request.POST else None, **_rationale_args(asil_d))
+            if not form.is_valid():
+                return self._action_page(
+                    request, title=f"{verb.capitalize()} flags", flags=flags, form=form,
+                    action=f"{verb}_flags", submit=f"{verb.capitalize()} / request approval",
+                    explanation=f"{len(asil_d)} of the selected flags are ASIL-D: for them this creates one change "
+                                "request each, applied only when a SAFETY engineer other than you approves. The "
+                                "other flags change at once.")
+            rationale = form.cleaned_data["text"]
+        actor = Actor.from_request(request)
+        for flag in flags:
+            if flag.archived_at is not None:
+                self.message_user(request, f"{flag.key}: archived, not changed.", messages.WARNING)
+                continue
+            if flag.enabled == enabled:
+                self.message_user(request, f"{flag.key}: already {verb}d, nothing to do.", messages.INFO)
+                continue
+            self._report_outcome(request, flag, f"{verb}d", functools.partial(
+                services.flag_set_enabled, actor=actor, flag=flag.pk, enabled=enabled, rationale=rationale))
+        return None
+
+    @admin.action(description="Archive selected flags (ASIL-D: change requests)", permissions=["archive"])
+    def archive_flags(self, request: HttpRequest, queryset: QuerySet[Flag]) -> HttpResponse | None:
+        flags = list(queryset.order_by("key"))
+        asil_d = [flag for flag in flags if flag.is_asil_d and flag.archived_at is None]
+        args = _rationale_args(asil_d) if asil_d else {"label": "Note", "help_text": "Optional.", "required": False}
+        form = ReasonForm(request.POST if "_confirm" in request.POST else None, **args)
+        if not form.is_valid():
+            explanation = ("Archived flags disappear from every vehicle's snapshot (vehicles then serve their code "
+                           "default) and can never change again. Keys are never reused.")
+            if asil_d:
+                explanation += (f" {len(asil_d)} of the selected flags are ASIL-D: for them this creates one change "
+                                "request each, applied only when a SAFETY engineer other than you approves.")
+            return self._action_page(request, title="Archive flags", flags=flags, form=form, action="archive_flags",
+                                     explanation=explanation, submit=f"Archive {len(flags)} flag(s)", danger=True)
+        actor = Actor.from_request(request)
+        rationale = form.cleaned_data["text"]
+        for flag in flags:
+            if flag.archived_at is not None:
+                self.message_user(request, f"{flag.key}: archived already.", messages.INFO)
+                continue
+            self._report_outcome(request, flag, "archived", functools.partial(
+                services.flag_archive, actor=actor, flag=flag.pk, rationale=rationale))
+        return None
+
+    def _report_outcome(self, request: HttpRequest, flag: Flag, done: str,
+                        call: Callable[[], services.Outcome]) -> None:
+        try:
+            outcome = call()
+        except ValidationError as exc:
+            text = "; ".join(f"{k}: {' '.join(v)}" if k != NON_FIELD else " ".join(v)
+                             for k, v in _error_dict(exc).items())
+            self.message_user(request, f"{flag.key}: refused, nothing changed - {text}", messages.ERROR)
+        except ServiceError as exc:
+            self.message_user(request, f"{flag.key}: refused, nothing changed - {exc.message}", messages.ERROR)
+        else:
+            if outcome.change_request is not None:
+                self.message_user(request, format_html(
+                    "{}: not changed yet - {} created; it waits for SAFETY approval.", flag.key,
+                    _cr_link(outcome.change_request)), messages.WARNING)
+            else:
+                self.message_user(request, f"{flag.key}: {done} (version {outcome.flag.version}).", messages.SUCCESS)
+
+
+_KILL_REASON: dict[str, Any] = {
+    "label": "Reason",
+    "help_text": "What happened (incident, recall or ticket reference). Sent to the vehicles and audited.",
+    "required": True,
+}
+_KILL_EXPLANATION = (
+    "The kill switch applies at once, also on ASIL-D flags (it moves toward the safe state): vehicles serve the "
+    "flag's default value (false for boolean flags) from the next push. Lifting it again needs approval on "
+    "ASIL-D flags."
+)
+
+
+def _rationale_args(asil_d: list[Flag]) -> dict[str, Any]:
+    return {
+        "label": "Rationale",
+        "help_text": "Hazard analysis or safety-case reference for the ASIL-D change requests: "
+        + ", ".join(flag.key for flag in asil_d),
+        "required": True,
+    }
+
+
+def _engage(model_admin: FlagAdmin, request: HttpRequest, flag: Flag, reason: str) -> None:
+    actor = Actor.from_request(request)
+    try:
+        outcome = services.kill_switch_engage(actor=actor, flag=flag.pk, reason=reason)
+    except ValidationError as exc:
+        model_admin.message_user(request, f"{flag.key}: refused - {' '.join(exc.messages)}", messages.ERROR)
+    except ServiceError as exc:
+        model_admin.message_user(request, f"{flag.key}: refused - {exc.message}", messages.ERROR)
+    else:
+        if outcome.audit_actions:
+            model_admin.message_user(request, f"{flag.key}: kill switch engaged (version {outcome.flag.version}); "
+                                              "vehicles are being told now.", messages.SUCCESS)
+        else:
+            model_admin.message_user(request, f"{flag.key}: the kill switch was engaged already.", messages.INFO)
+
+
+def _is_postgres(alias: str) -> bool:
+    from django.db import connections
+
+    return connections[alias].vendor == "postgresql"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    vin: str
+    value: Any
+    variant: str | None
+    reason: str
+    error_code: str | None
+    version: int | None
+    context: dict[str, Any]
+    filled_from_vehicle: dict[str, Any]
+    vehicle_registered: bool
+
+    @property
+    def value_json(self) -> str:
+        return json.dumps(self.value, ensure_ascii=False, indent=2)
+
+    @property
+    def context_json(self) -> str:
+        return json.dumps(self.context, ensure_ascii=False, sort_keys=True)
+
+
+def evaluate_for_vin(flag: Flag, vin: str, given: dict[str, Any]) -> Evaluation:
+    """The flag as stored now, evaluated for ``vin`` as a vehicle would (same evaluator)."""
+    from vehicles.models import Vehicle
+
+    context = dict(given)
+    filled: dict[str, Any] = {}
+    vehicle = Vehicle.objects.filter(vin=vin).first()
+    if vehicle is not None:
+        for name, value in vehicle.context().items():
+            if name not in context:
+                context[name] = filled[name] = value
+    data = snapshots.flag_to_dict(flag, list(Rule.objects.filter(flag=flag).order_by("-priority", "id")))
+    result = evaluate(data, vin, context)
+    return Evaluation(vin, result.value, result.variant, result.reason, result.error_code, result.version, context,
+                      filled, vehicle is not None)
+
+
+# -- change requests: the approval queue ---------------------------------------------------------
+
+
+class RequestStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("pending", "Pending (awaiting decision)"), ("expired", "Expired (pending past expiry)"),
+                ("approved", "Approved"), ("rejected", "Rejected"), ("withdrawn", "Withdrawn")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "pending":
+            return queryset.filter(status=ChangeRequest.Status.PENDING, expires_at__gt=timezone.now())
+        if value == "expired":
+            return queryset.filter(status=ChangeRequest.Status.PENDING, expires_at__lte=timezone.now())
+        if value:
+            return queryset.filter(status=value)
+        return queryset
+
+
+class MineFilter(_DefaultingFilter):
+    title = "requested by"
+    parameter_name = "mine"
+
+    def default_for(self, request: HttpRequest) -> str:
+        # Requesters follow their own requests; SAFETY engineers see the whole queue.
+        return "all" if _actor(request).has_role(ROLE_SAFETY, ROLE_ADMIN) else "me"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("me", "Me"), ("all", "Everyone")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "me":
+            return queryset.filter(requested_by=request.user)
+        return queryset
+
+
+@admin.register(ChangeRequest)
+class ChangeRequestAdmin(_ChangeRequestAdminBase):
+    change_form_template = "admin/flags/changerequest/change_form.html"
+    list_display = ("label", "flag_link", "operation", "requested", "expires", "status_badge", "decided")
+    list_display_links = ("label",)
+    list_filter = (RequestStatusFilter, "operation", ("flag__safety_level", admin.ChoicesFieldListFilter),
+                   MineFilter)
+    search_fields = ("flag__key", "requested_by_label", "rationale")
+    list_select_related = ("flag",)
+    fields = ("label", "flag_link", "operation", "status_badge", "requested", "expires", "base_version", "decided",
+              "decision_comment", "payload_pretty", "content_hash")
+    readonly_fields = fields
+
+    class Media:
+        css = ADMIN_CSS
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ChangeRequest]:
+        pending = ChangeRequest.Status.PENDING
+        # Not super(): it orders before this annotation exists.
+        queryset = ChangeRequest.objects.annotate(queue_rank=Case(
+            When(status=pending, expires_at__gt=Now(), then=Value(0)),
+            When(status=pending, then=Value(1)),
+            default=Value(2),
+            output_field=IntegerField(),
+        ))
+        return queryset.order_by(*self.get_ordering(request))
+
+    def get_ordering(self, request: HttpRequest) -> Any:
+        # Pending first (live before expired), then the newest.
+        return ["queue_rank", "-requested_at"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not _actor(request).has_role(ROLE_SAFETY, ROLE_ADMIN) and "mine" not in request.GET:
+            self.message_user(request, "Showing the change requests you made. Only SAFETY engineers decide them; "
+                                       "choose \u201cEveryone\u201d to see the whole queue.", messages.INFO)
+        return super().changelist_view(request, extra_context)
+
+    # No one adds, edits or deletes change requests here: they change only by the decision buttons.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return permissions.can_view(_actor(request))
+
+    @admin.display(description="Request", ordering="pk")
+    def label(self, obj: ChangeRequest) -> str:
+        return f"CR-{obj.pk}"
+
+    @admin.display(description="Flag", ordering="flag__key")
+    def flag_link(self, obj: ChangeRequest) -> SafeString:
+        url = reverse("admin:flags_flag_change", args=[obj.flag_id])
+        return format_html('{} <a href="{}">{}</a>', safety_badge(obj.flag.safety_level), url, obj.flag.key)
+
+    @admin.display(description="Requested", ordering="requested_at")
+    def requested(self, obj: ChangeRequest) -> SafeString:
+        return format_html("{}<br><span class=\"ff-meta\">{}</span>", obj.requested_by_label, _stamp(obj.requested_at))
+
+    @admin.display(description="Decided", ordering="decided_at")
+    def decided(self, obj: ChangeRequest) -> SafeString:
+        if obj.decided_at is None:
+            return mark_safe("-")
+        return format_html("{}<br><span class=\"ff-meta\">{}</span>", obj.decided_by_label or "-",
+                           _stamp(obj.decided_at))
+
+    @admin.display(description="Expires", ordering="expires_at")
+    def expires(self, obj: ChangeRequest) -> SafeString:
+        stamp = _stamp(obj.expires_at)
+        if obj.status == ChangeRequest.Status.PENDING and obj.is_expired:
+            return format_html('<span class="ff-expired">expired {}</span>', stamp)
+        return format_html("{}", stamp)
+
+    @admin.display(description="Status", ordering="queue_rank")
+    def status_badge(self, obj: ChangeRequest) -> SafeString:
+        status = obj.display_status
+        return format_html('<span class="ff-status ff-status-{}">{}</span>', status, status)
+
+    @admin.display(description="Payload (what approval applies)")
+    def payload_pretty(self, obj: ChangeRequest) -> SafeString:
+        return format_html('<pre class="ff-pre">{}</pre>', _pretty(obj.payload))
+
+    # -- the decision page ------------------------------------------------------------------------
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if obj is not None:
+            context.update(self._decision_context(request, obj))
+        return super().change_view(request, object_id, form_url, context)
+
+    def _decision_context(self, request: HttpRequest, obj: ChangeRequest) -> dict[str, Any]:
+        actor = _actor(request)
+        pending = obj.status == ChangeRequest.Status.PENDING
+        requester = actor.same_person(obj.requested_by_id, obj.requested_by_api_key_id)
+        safety = permissions.can_approve(actor)
+        flag = obj.flag
+        why_not = ""
+        if pending and not safety:
+            why_not = "Only SAFETY engineers approve or reject change requests to ASIL-D flags."
+        elif pending and requester:
+            why_not = "You made this request: a second person (SAFETY) must approve or reject it."
+        return {
+            "ff_cr": obj,
+            "ff_flag": flag,
+            "ff_badge": safety_badge(flag.safety_level),
+            "ff_pending": pending,
+            "ff_expired": obj.is_expired,
+            "ff_stale": pending and flag.version != obj.base_version,
+            "ff_tampered": obj.compute_content_hash() != obj.content_hash,
+            "ff_can_decide": pending and safety and not requester,
+            "ff_can_withdraw": pending and requester,
+            "ff_why_not": why_not,
+            "ff_diff": change_request_diff(obj.before, obj.after),
+            "ff_approve_url": reverse("admin:flags_changerequest_approve", args=[obj.pk]),
+            "ff_reject_url": reverse("admin:flags_changerequest_reject", args=[obj.pk]),
+            "ff_withdraw_url": reverse("admin:flags_changerequest_withdraw", args=[obj.pk]),
+            "ff_flag_url": reverse("admin:flags_flag_change", args=[flag.pk]),
+        }
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        extra = [
+            path("<path:object_id>/approve/", view(self.approve_view), name="flags_changerequest_approve"),
+            path("<path:object_id>/reject/", view(self.reject_view), name="flags_changerequest_reject"),
+            path("<path:object_id>/withdraw/", view(self.withdraw_view), name="flags_changerequest_withdraw"),
+        ]
+        return extra + super().get_urls()
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def approve(actor: Actor, cr: ChangeRequest) -> str:
+            before = cr.flag.version
+            outcome = services.change_request_approve(actor=actor, change_request=cr.pk,
+                                                      comment=request.POST.get("comment", ""))
+            return (f"Approved CR-{cr.pk}: {cr.get_operation_display().lower()} applied to {outcome.flag.key} "
+                    f"(version {before} -> {outcome.flag.version}).")
+
+        return self._decide(request, object_id, approve)
+
+    def reject_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def reject(actor: Actor, cr: ChangeRequest) -> str:
+            services.change_request_reject(actor=actor, change_request=cr.pk, reason=request.POST.get("reason", ""))
+            return f"Rejected CR-{cr.pk}; {cr.flag.key} stays unchanged."
+
+        return self._decide(request, object_id, reject)
+
+    def withdraw_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def withdraw(actor: Actor, cr: ChangeRequest) -> str:
+            services.change_request_withdraw(actor=actor, change_request=cr.pk)
+            return f"Withdrew CR-{cr.pk}; {cr.flag.key} stays unchanged."
+
+        return self._decide(request, object_id, withdraw)
+
+    def _decide(self, request: HttpRequest, object_id: str, decide: Callable[[Actor, ChangeRequest], str]) -> (
+            HttpResponse):
+        cr = self.get_object(request, unquote(object_id))
+        if cr is None:
+            raise Http404("no such change request")
+        if not self.has_view_permission(request, cr):
+            raise PermissionDenied
+        change_url = reverse("admin:flags_changerequest_change", args=[cr.pk])
+        if request.method != "POST":
+            return HttpResponseRedirect(change_url)
+        try:
+            done = decide(Actor.from_request(request), cr)
+        except ValidationError as exc:
+            self.message_user(request, "Refused, nothing changed: " + " ".join(exc.messages), messages.ERROR)
+        except ServiceError as exc:
+            self.message_user(request, f"Refused ({exc.code}), nothing changed: {exc.message}", messages.ERROR)
+        else:
+            self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(change_url)
+
+
+# -- the before/after diff of a change request ---------------------------------------------------
+
+
+@dataclass
+class FieldChange:
+    name: str
+    before: Any
+    after: Any
+    changed: bool
+    lines: list[tuple[str, str]] | None = None  # a line diff for JSON objects and lists
+
+    @property
+    def before_text(self) -> str:
+        return _display(self.before)
+
+    @property
+    def after_text(self) -> str:
+        return _display(self.after)
+
+
+@dataclass
+class RuleChange:
+    kind: str  # added | removed | changed | unchanged
+    rule_id: Any
+    title: str
+    fields: list[FieldChange]
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return _pretty(value)
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def line_diff(before: Any, after: Any) -> list[tuple[str, str]]:
+    """Pretty JSON of both, line by line: ("same"|"del"|"add", text)."""
+    old = _pretty(before).splitlines() if before is not None else []
+    new = _pretty(after).splitlines() if after is not None else []
+    lines: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag == "equal":
+            lines.extend(("same", "  " + line) for line in old[i1:i2])
+            continue
+        lines.extend(("del", "- " + line) for line in old[i1:i2])
+        lines.extend(("add", "+ " + line) for line in new[j1:j2])
+    return lines
+
+
+def _field_changes(before: dict[str, Any], after: dict[str, Any], names: Iterable[str]) -> list[FieldChange]:
+    changes = []
+    for name in names:
+        old, new = before.get(name), after.get(name)
+        changed = old != new
+        lines = line_diff(old, new) if changed and isinstance(old or new, (dict, list)) else None
+        changes.append(FieldChange(name, old, new, changed, lines))
+    return changes
+
+
+RULE_DISPLAY_FIELDS = ("type", "priority", "enabled", "conditions", "value", "variant")
+
+
+def change_request_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Flag fields side by side, and rules added, removed and changed (matched by id)."""
+    flag_names = [name for name in before if name not in ("rules", "version")]
+    old_rules = {rule.get("id"): rule for rule in before.get("rules", [])}
+    new_rules = {rule.get("id"): rule for rule in after.get("rules", [])}
+    rules: list[RuleChange] = []
+    for rule_id, rule in new_rules.items():
+        old = old_rules.get(rule_id)
+        title = f"{rule.get('type')} (priority {rule.get('priority')})"
+        if old is None:
+            rules.append(RuleChange("added", rule_id, title, _field_changes({}, rule, RULE_DISPLAY_FIELDS)))
+        elif old != rule:
+            rules.append(RuleChange("changed", rule_id, title, _field_changes(old, rule, RULE_DISPLAY_FIELDS)))
+        else:
+            rules.append(RuleChange("unchanged", rule_id, title, _field_changes(old, rule, RULE_DISPLAY_FIELDS)))
+    for rule_id, rule in old_rules.items():
+        if rule_id not in new_rules:
+            title = f"{rule.get('type')} (priority {rule.get('priority')})"
+            rules.append(RuleChange("removed", rule_id, title, _field_changes(rule, {}, RULE_DISPLAY_FIELDS)))
+    order = {"removed": 0, "changed": 1, "added": 2, "unchanged": 3}
+    rules.sort(key=lambda change: order[change.kind])
+    fields = _field_changes(before, after, flag_names)
+    return {
+        "fields": fields,
+        "changed_fields": [change for change in fields if change.changed],
+        "rules": [change for change in rules if change.kind != "unchanged"],
+        "unchanged_rules": [change for change in rules if change.kind == "unchanged"],
+    }
+

@@ -1,0 +1,47 @@
+"""Registered vehicles, read-only: registration and credentials go through the API and commands.
+
+The credential hash is never shown or edited here; only whether one is set.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from vehicles.models import Vehicle
+
+if TYPE_CHECKING:
+    _VehicleAdminBase = admin.ModelAdmin[Vehicle]
+else:
+    _VehicleAdminBase = admin.ModelAdmin
+
+
+@admin.register(Vehicle)
+class VehicleAdmin(_VehicleAdminBase):
+    list_display = ("vin", "model", "sw_version", "region", "environment", "status", "last_seen_at", "agent_version",
+                    "has_credential")
+    list_filter = ("environment", "status", "model", "region")
+    search_fields = ("^vin", "model", "sw_version")
+    search_help_text = "A VIN (or its beginning), a model or a software version."
+    date_hierarchy = "last_seen_at"
+    list_per_page = 100
+    fields = ("vin", "model", "sw_version", "region", "environment", "status", "last_seen_at", "agent_version",
+              "agent_memory_mb", "agent_cpu_percent", "cache_size_mb", "has_credential", "created_at", "updated_at")
+    readonly_fields = fields
+
+    @admin.display(description="Credential", boolean=True)
+    def has_credential(self, obj: Vehicle) -> bool:
+        return bool(obj.token_hash)
+
+    # No vehicles service writes through the admin yet: registering, re-keying and status
+    # changes happen through the API and `register_vehicle`, which hash the credential.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
