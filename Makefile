@@ -36,7 +36,8 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff format --check agent_client
 
 typecheck: $(DEV_STAMP)
-	$(VENV)/bin/mypy agent_client flags audit accounts vehicles experiments fleetflag
+	$(VENV)/bin/mypy --strict agent_client
+	$(VENV)/bin/mypy flags audit accounts vehicles experiments fleetflag
 
 pytest: $(DEV_STAMP)
 	FLEETFLAG_SETTINGS=test $(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -121,12 +121,6 @@ class _SaveReport:
     applied: list[str] = field(default_factory=list)
     change_requests: list[ChangeRequest] = field(default_factory=list)
 
-    def record(self, description: str, outcome: services.Outcome) -> None:
-        if outcome.change_request is not None:
-            self.change_requests.append(outcome.change_request)
-        else:
-            self.applied.append(description)
-
     @property
     def empty(self) -> bool:
         return not self.applied and not self.change_requests
@@ -137,25 +131,46 @@ def _refusal(request: HttpRequest) -> _Refused | None:
 
 
 class _Operations:
-    """Runs the operations of one save through the services, collecting every refusal."""
+    """Collects the steps of one save and runs them as ONE grouped change through the services,
+    so that an ASIL-D save makes one change request, approved (or not) as a whole."""
 
     def __init__(self, actor: Actor, report: _SaveReport) -> None:
         self.actor = actor
         self.report = report
         self.form_errors: FieldErrors = {}
         self.rule_errors: dict[str, FieldErrors] = {}
+        self.steps: list[services.Step] = []
+        self.descriptions: list[str] = []
+        self.prefixes: list[str | None] = []
 
-    def run(self, description: str, call: Callable[..., services.Outcome], *, rule_prefix: str | None = None,
+    def add(self, description: str, build: Callable[..., services.Step], *, rule_prefix: str | None = None,
             **arguments: Any) -> None:
         try:
-            outcome = call(actor=self.actor, **arguments)
+            step = build(**arguments)
         except ValidationError as exc:
-            errors = _error_dict(exc)
-        except ServiceError as exc:
-            errors = {NON_FIELD: [exc.message]}
-        else:
-            self.report.record(description, outcome)
+            self._refuse(_error_dict(exc), rule_prefix)
             return
+        self.steps.append(step)
+        self.descriptions.append(description)
+        self.prefixes.append(rule_prefix)
+
+    def run(self, *, flag: int, rationale: str) -> None:
+        if not self.steps or self.form_errors or self.rule_errors:
+            return
+        try:
+            outcome = services.flag_change(actor=self.actor, flag=flag, steps=self.steps, rationale=rationale)
+        except services.StepsRefused as refused:
+            for index, error in refused.errors.items():
+                self._refuse(_errors_of(error), self.prefixes[index])
+        except (ValidationError, ServiceError) as exc:
+            self._refuse(_errors_of(exc), None)
+        else:
+            if outcome.change_request is not None:
+                self.report.change_requests.append(outcome.change_request)
+            elif outcome.audit_actions:
+                self.report.applied.extend(self.descriptions)
+
+    def _refuse(self, errors: FieldErrors, rule_prefix: str | None) -> None:
         if rule_prefix is None:
             _merge(self.form_errors, errors)
             return
@@ -168,6 +183,12 @@ class _Operations:
     def raise_if_refused(self) -> None:
         if self.form_errors or self.rule_errors:
             raise _Refused(self.form_errors, self.rule_errors)
+
+
+def _errors_of(error: ValidationError | ServiceError) -> FieldErrors:
+    if isinstance(error, ValidationError):
+        return _error_dict(error)
+    return {NON_FIELD: [error.message]}
 
 
 # -- filters ------------------------------------------------------------------------------------
@@ -459,26 +480,25 @@ class FlagAdmin(_FlagAdminBase):
         rationale = form.cleaned_data.get("rationale") or ""
         changes = form.flag_changes()
         if changes:
-            operations.run(f"changed {', '.join(changes)}", services.flag_update, flag=flag.pk, changes=changes,
-                           rationale=rationale)
+            operations.add(f"changed {', '.join(changes)}", services.update_step, changes=changes)
         for formset in formsets:
             if not isinstance(formset, RuleFormSet):
                 continue
             deleted, changed, added = formset.rule_operations()
             for rule_form in deleted:
-                operations.run(f"deleted rule {rule_form.instance}", services.rule_delete,
-                               rule_prefix=rule_form.prefix, flag=flag.pk, rule_id=rule_form.instance.pk,
-                               rationale=rationale)
+                operations.add(f"deleted rule {rule_form.instance}", services.rule_delete_step,
+                               rule_prefix=rule_form.prefix, rule_id=rule_form.instance.pk)
             for rule_form in changed:
                 rule_changes = {n: rule_form.cleaned_data[n] for n in rule_form.changed_data if n in services.RULE_FIELDS}
                 if rule_changes:
-                    operations.run(f"changed rule {rule_form.instance.pk} ({', '.join(rule_changes)})",
-                                   services.rule_update, rule_prefix=rule_form.prefix, flag=flag.pk,
-                                   rule_id=rule_form.instance.pk, rationale=rationale, **rule_changes)
+                    operations.add(f"changed rule {rule_form.instance.pk} ({', '.join(rule_changes)})",
+                                   services.rule_update_step, rule_prefix=rule_form.prefix,
+                                   rule_id=rule_form.instance.pk, **rule_changes)
             for rule_form in added:
                 fields = {n: rule_form.cleaned_data[n] for n in services.RULE_FIELDS if n in rule_form.cleaned_data}
-                operations.run(f"added a {fields.get('type')} rule", services.rule_create,
-                               rule_prefix=rule_form.prefix, flag=flag.pk, rationale=rationale, **fields)
+                operations.add(f"added a {fields.get('type')} rule", services.rule_create_step,
+                               rule_prefix=rule_form.prefix, **fields)
+        operations.run(flag=flag.pk, rationale=rationale)
         operations.raise_if_refused()
         return report
 
@@ -526,12 +546,10 @@ class FlagAdmin(_FlagAdminBase):
                                        f"(version {report.version_before} -> {current}).", messages.SUCCESS)
         if report.change_requests:
             links = format_html_join(", ", "{}", ((_cr_link(cr),) for cr in report.change_requests))
-            many = len(report.change_requests) > 1
             self.message_user(request, format_html(
-                "Nothing changed yet on {}: {} {} for SAFETY approval. The flag stays as it is until a second "
-                "person approves.{}", obj.key, "change requests" if many else "change request", links,
-                " Approving one changes the flag's version, so the others will then be refused as stale and "
-                "must be made again." if many else ""), messages.WARNING)
+                "Nothing changed yet on {}: change request {} for SAFETY approval holds everything this save "
+                "changed. The flag stays as it is until a second person approves.", obj.key, links),
+                messages.WARNING)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:

@@ -182,6 +182,7 @@ class ChangeRequest(models.Model):
         UPDATE_RULE = "update_rule", "Update rule"
         DELETE_RULE = "delete_rule", "Delete rule"
         LIFT_KILL_SWITCH = "lift_kill_switch", "Lift kill switch"
+        BATCH = "batch", "Several changes"
 
     flag = models.ForeignKey(Flag, on_delete=models.PROTECT, related_name="change_requests")
     operation = models.CharField(max_length=32, choices=Operation.choices)

@@ -27,7 +27,7 @@ from django.utils import timezone
 from audit import services as audit
 from audit.context import Actor
 from flags import permissions, snapshots
-from flags.errors import Conflict, NotFound, PermissionDenied
+from flags.errors import Conflict, NotFound, PermissionDenied, ServiceError
 from flags.models import ChangeRequest, Flag, Revision, Rule, RuleType, SafetyLevel
 
 Op = ChangeRequest.Operation
@@ -255,7 +255,11 @@ def _apply(
 ) -> tuple[Flag, list[_Effect]]:
     """Apply an operation to a locked flag for good: version, revision, audit, publish."""
     old_environment = flag.environment
-    effects = _OPERATIONS[operation](flag, payload, actor)
+    effects = [e for e in _OPERATIONS[operation](flag, payload, actor) if e.before != e.after]
+    if not effects:
+        # Nothing changed (same values again): no new version, no audit entry, nothing to publish.
+        flag.refresh_from_db()
+        return flag, []
     flag.version = F("version") + 1
     flag.updated_at = timezone.now()
     if actor.user is not None:
@@ -287,15 +291,26 @@ def _execute(
             raise PermissionDenied(f"{actor.label} may not change flag {locked.key}")
         if locked.archived_at is not None:
             raise Conflict(f"flag {locked.key} is archived; archived flags do not change", code="archived")
-        if operation == Op.UPDATE_FLAG and "owner_team" in payload["changes"]:
-            new_team = _resolve_team(payload["changes"]["owner_team"])
-            problem = permissions.owner_change_problem(actor, locked.owner_team, new_team)
-            if problem:
-                raise ValidationError({"owner_team": problem})
+        _check_owner_change(actor, locked, operation, payload)
         if not needs_approval(locked):
             applied, effects = _apply(locked, operation, payload, actor)
             return Outcome(applied, rule=_rule_of(effects), audit_actions=[e.action for e in effects])
         return _propose(locked, operation, payload, actor, rationale)
+
+
+def _check_owner_change(actor: Actor, flag: Flag, operation: str, payload: dict[str, Any]) -> None:
+    """Who may hand the flag to which team is checked when the change is made or requested,
+    never on approval (the SAFETY approver need not belong to the team)."""
+    steps: list[dict[str, Any]] = (
+        payload["steps"] if operation == Op.BATCH else [{"operation": operation, "payload": payload}]
+    )
+    for step in steps:
+        changes = step["payload"].get("changes", {}) if step["operation"] == Op.UPDATE_FLAG else {}
+        if "owner_team" in changes:
+            new_team = _resolve_team(changes["owner_team"])
+            problem = permissions.owner_change_problem(actor, flag.owner_team, new_team)
+            if problem:
+                raise ValidationError({"owner_team": problem})
 
 
 def _rule_of(effects: list[_Effect]) -> Rule | None:
@@ -406,7 +421,23 @@ def flag_create(
     return flag
 
 
-def flag_update(*, actor: Actor, flag: Flag | int | str, changes: dict[str, Any], rationale: str = "") -> Outcome:
+@dataclass(frozen=True)
+class Step:
+    """One operation of a grouped change (``flag_change``), validated for shape when built."""
+
+    operation: str
+    payload: dict[str, Any]
+
+
+class StepsRefused(Exception):
+    """Some steps of a grouped change were refused; ``errors`` maps step index -> error."""
+
+    def __init__(self, errors: dict[int, ValidationError | ServiceError]) -> None:
+        super().__init__(f"{len(errors)} step(s) refused")
+        self.errors = errors
+
+
+def update_step(changes: dict[str, Any]) -> Step:
     fixed = sorted(set(changes) & set(IMMUTABLE_FIELDS))
     if fixed:
         raise ValidationError({name: f"{name} cannot change after the flag is created" for name in fixed})
@@ -419,8 +450,61 @@ def flag_update(*, actor: Actor, flag: Flag | int | str, changes: dict[str, Any]
         operation = Op.ENABLE_FLAG if changes["enabled"] else Op.DISABLE_FLAG
     else:
         operation = Op.UPDATE_FLAG
-    return _execute(actor=actor, flag=flag, operation=operation, payload={"changes": _jsonable(changes)},
-                    rationale=rationale)
+    return Step(operation, {"changes": _jsonable(changes)})
+
+
+def rule_create_step(**fields: Any) -> Step:
+    return Step(Op.CREATE_RULE, {"rule": _rule_fields(fields, partial=False)})
+
+
+def rule_update_step(rule_id: int, **changes: Any) -> Step:
+    if not changes:
+        raise ValidationError({"__all__": "nothing to change"})
+    return Step(Op.UPDATE_RULE, {"rule_id": rule_id, "changes": _rule_fields(changes, partial=True)})
+
+
+def rule_delete_step(rule_id: int) -> Step:
+    return Step(Op.DELETE_RULE, {"rule_id": rule_id})
+
+
+def flag_change(*, actor: Actor, flag: Flag | int | str, steps: list[Step], rationale: str = "") -> Outcome:
+    """Several changes to one flag as one: all applied, or (ASIL-D) one change request for all.
+
+    Raises ``StepsRefused`` naming every refused step; then nothing is applied.
+    """
+    if not steps:
+        raise ValidationError({"__all__": "nothing to change"})
+    if len(steps) == 1:
+        return _execute(actor=actor, flag=flag, operation=steps[0].operation, payload=steps[0].payload,
+                        rationale=rationale)
+    payload = {"steps": [{"operation": step.operation, "payload": step.payload} for step in steps]}
+    return _execute(actor=actor, flag=flag, operation=Op.BATCH, payload=payload, rationale=rationale)
+
+
+def _op_batch(flag: Flag, payload: dict[str, Any], actor: Actor) -> list[_Effect]:
+    effects: list[_Effect] = []
+    errors: dict[int, ValidationError | ServiceError] = {}
+    for index, step in enumerate(payload["steps"]):
+        if step["operation"] not in _BATCHABLE:
+            raise ValidationError({"__all__": f"{step['operation']} cannot be part of a grouped change"})
+        # Each step in its own savepoint, so that every refusal is reported, not only the first.
+        savepoint = transaction.savepoint()
+        try:
+            effects += _OPERATIONS[step["operation"]](flag, step["payload"], actor)
+        except (ValidationError, ServiceError) as exc:
+            transaction.savepoint_rollback(savepoint)
+            flag.refresh_from_db()
+            errors[index] = exc
+        else:
+            transaction.savepoint_commit(savepoint)
+    if errors:
+        raise StepsRefused(errors)
+    return effects
+
+
+def flag_update(*, actor: Actor, flag: Flag | int | str, changes: dict[str, Any], rationale: str = "") -> Outcome:
+    step = update_step(changes)
+    return _execute(actor=actor, flag=flag, operation=step.operation, payload=step.payload, rationale=rationale)
 
 
 def flag_set_enabled(*, actor: Actor, flag: Flag | int | str, enabled: bool, rationale: str = "") -> Outcome:
@@ -452,22 +536,17 @@ def _rule_fields(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
 
 
 def rule_create(*, actor: Actor, flag: Flag | int | str, rationale: str = "", **fields: Any) -> Outcome:
-    return _execute(actor=actor, flag=flag, operation=Op.CREATE_RULE,
-                    payload={"rule": _rule_fields(fields, partial=False)}, rationale=rationale)
+    return flag_change(actor=actor, flag=flag, steps=[rule_create_step(**fields)], rationale=rationale)
 
 
 def rule_update(
     *, actor: Actor, flag: Flag | int | str, rule_id: int, rationale: str = "", **changes: Any
 ) -> Outcome:
-    if not changes:
-        raise ValidationError({"__all__": "nothing to change"})
-    return _execute(actor=actor, flag=flag, operation=Op.UPDATE_RULE,
-                    payload={"rule_id": rule_id, "changes": _rule_fields(changes, partial=True)}, rationale=rationale)
+    return flag_change(actor=actor, flag=flag, steps=[rule_update_step(rule_id, **changes)], rationale=rationale)
 
 
 def rule_delete(*, actor: Actor, flag: Flag | int | str, rule_id: int, rationale: str = "") -> Outcome:
-    return _execute(actor=actor, flag=flag, operation=Op.DELETE_RULE, payload={"rule_id": rule_id},
-                    rationale=rationale)
+    return flag_change(actor=actor, flag=flag, steps=[rule_delete_step(rule_id)], rationale=rationale)
 
 
 # -- kill switch -----------------------------------------------------------------------
@@ -505,6 +584,9 @@ def _op_engage_kill_switch(flag: Flag, payload: dict[str, Any], actor: Actor) ->
 
 
 _OPERATIONS["kill_switch"] = _op_engage_kill_switch
+_OPERATIONS[Op.BATCH] = _op_batch
+# Engaging a kill switch has its own path (it never waits); batches do not nest.
+_BATCHABLE = frozenset(_OPERATIONS) - {"kill_switch", Op.BATCH}
 
 
 def kill_switch_lift(*, actor: Actor, flag: Flag | int | str, rationale: str = "") -> Outcome:

@@ -204,10 +204,10 @@ def test_change__rules_inline__create_update_delete_each_through_its_service(log
     add_rule(data, type="percentage_rollout", priority="5", enabled=True, variant="rollout",
              conditions=json.dumps({"rollout_percentage": 25}), value='"graph"')
     response = save(client, flag, data)
-    # Then each operation went through its service with its audit entry, and the version moved by three
+    # Then the save is one grouped change through the services: one new version, an audit entry per operation
     assert response.status_code == 302, form_errors(response)
     flag.refresh_from_db()
-    assert flag.version == 4
+    assert flag.version == 2
     assert sorted(AuditEntry.objects.filter(flag_key="nav.engine").values_list("action", flat=True)) == [
         "CREATE_RULE", "DELETE_RULE", "UPDATE_RULE"]
     update = AuditEntry.objects.get(action="UPDATE_RULE")
@@ -348,7 +348,7 @@ def test_change__asil_d_page__banner_and_required_rationale(login: Any, asil_d: 
     response = login("WRITE").get(change_url(asil_d))
     html = response.content.decode()
     assert "Saving creates a change request for SAFETY approval; nothing changes until a second person approves" in html
-    assert "becomes its own change request" in html
+    assert "becomes ONE change request" in html
     assert response.context["adminform"].form.fields["rationale"].required
 
 
@@ -384,7 +384,7 @@ def test_change__asil_d_without_rationale__refused_nothing_created(login: Any, a
     assert asil_d.enabled is False
 
 
-def test_change__asil_d_fields_and_rule__one_change_request_per_operation(login: Any, asil_d: Flag) -> None:
+def test_change__asil_d_fields_and_rule__one_change_request_for_the_save(login: Any, asil_d: Flag) -> None:
     client = login("WRITE")
     data = load_form(client, asil_d)
     rule = asil_d.rules.get()
@@ -392,14 +392,27 @@ def test_change__asil_d_fields_and_rule__one_change_request_per_operation(login:
     data[f"{rule_prefix(data, rule.pk)}-conditions"] = json.dumps({"models": ["ev6", "ev9"]})
     response = save(client, asil_d, data)
     assert response.status_code == 302
-    requests = ChangeRequest.objects.order_by("pk")
-    assert [r.operation for r in requests] == ["update_flag", "update_rule"]
-    assert requests[0].payload == {"changes": {"name": "Blending v2.1", "ttl_seconds": 3600}}
-    assert requests[1].payload["changes"] == {"conditions": {"models": ["ev6", "ev9"]}}
+    request = ChangeRequest.objects.get()
+    assert request.operation == "batch"
+    assert request.payload["steps"] == [
+        {"operation": "update_flag", "payload": {"changes": {"name": "Blending v2.1", "ttl_seconds": 3600}}},
+        {"operation": "update_rule",
+         "payload": {"rule_id": rule.pk, "changes": {"conditions": {"models": ["ev6", "ev9"]}}}},
+    ]
+    assert (request.after["name"], request.after["rules"][0]["conditions"]) == ("Blending v2.1", {"models": ["ev6", "ev9"]})
     asil_d.refresh_from_db()
     rule.refresh_from_db()
     assert (asil_d.name, asil_d.version, rule.conditions) == ("Brake Blend", 1, {"models": ["ev6"]})
-    assert any("the others will then be refused as stale" in m for m in messages_of(response))
+    assert any("holds everything this save changed" in m for m in messages_of(response))
+    # When a second person approves, the whole save applies at once, as one new version.
+    from flags import services
+    from tests.factories import actor
+
+    services.change_request_approve(actor=actor("SAFETY"), change_request=request)
+    asil_d.refresh_from_db()
+    rule.refresh_from_db()
+    assert (asil_d.name, asil_d.ttl_seconds, asil_d.version, rule.conditions) == (
+        "Blending v2.1", 3600, 2, {"models": ["ev6", "ev9"]})
 
 
 def test_change__asil_d_one_operation_refused__no_change_request_kept(login: Any) -> None:

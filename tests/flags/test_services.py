@@ -297,3 +297,73 @@ def test_raising_to_asil_d__applies_at_once() -> None:
     outcome = services.flag_update(actor=actor("WRITE"), flag=flag, changes={"safety_level": "ASIL_D"})
     flag.refresh_from_db()
     assert outcome.applied and flag.safety_level == "ASIL_D"
+
+
+# -- grouped changes and no-op changes --------------------------------------------------------
+
+
+def test_flag_change__several_steps__one_version_and_audit_per_step() -> None:
+    flag = FlagFactory(enabled=False)
+    rule = RuleFactory(flag=flag, priority=5)
+    steps = [
+        services.update_step({"name": "Grouped", "enabled": True}),
+        services.rule_update_step(rule.pk, priority=50),
+        services.rule_create_step(type="vehicle_target", conditions={"regions": ["eu-west"]}),
+    ]
+    outcome = services.flag_change(actor=actor("WRITE"), flag=flag, steps=steps)
+    flag.refresh_from_db()
+    assert outcome.applied and (flag.name, flag.enabled, flag.version) == ("Grouped", True, 2)
+    assert list(AuditEntry.objects.order_by("seq").values_list("action", flat=True)) == [
+        "UPDATE_FLAG", "UPDATE_RULE", "CREATE_RULE"]
+
+
+def test_flag_change__some_steps_invalid__every_refusal_reported_and_nothing_applied() -> None:
+    flag = FlagFactory()
+    steps = [
+        services.update_step({"name": "Fine"}),
+        services.rule_create_step(type="vehicle_whitelist", conditions={"vins": ["nope"]}),
+        services.rule_create_step(type="percentage_rollout", conditions={"rollout_percentage": 150}),
+    ]
+    with pytest.raises(services.StepsRefused) as caught:
+        services.flag_change(actor=actor("WRITE"), flag=flag, steps=steps)
+    assert sorted(caught.value.errors) == [1, 2]
+    flag.refresh_from_db()
+    assert flag.name != "Fine" and flag.version == 1
+    assert not Rule.objects.exists() and not AuditEntry.objects.exists()
+
+
+def test_flag_change__asil_d__one_change_request_applied_whole_on_approval(asil_d_flag: Flag) -> None:
+    steps = [
+        services.update_step({"enabled": True}),
+        services.rule_create_step(type="vehicle_target", conditions={"models": ["ev6"]}),
+    ]
+    request = services.flag_change(actor=actor("WRITE"), flag=asil_d_flag, steps=steps,
+                                   rationale="SC-7").change_request
+    assert request.operation == "batch" and ChangeRequest.objects.count() == 1
+    assert (request.after["enabled"], len(request.after["rules"])) == (True, 1)
+    assert not Rule.objects.exists()
+    services.change_request_approve(actor=actor("SAFETY"), change_request=request)
+    asil_d_flag.refresh_from_db()
+    assert (asil_d_flag.enabled, asil_d_flag.version, Rule.objects.count()) == (True, 2, 1)
+
+
+def test_flag_change__owner_team_in_a_group__checked_like_a_single_change() -> None:
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="powertrain")
+    flag = FlagFactory()
+    steps = [services.update_step({"owner_team": "powertrain"}), services.update_step({"name": "x"})]
+    with pytest.raises(ValidationError) as caught:
+        services.flag_change(actor=actor("WRITE"), flag=flag, steps=steps)
+    assert "owner_team" in caught.value.message_dict
+    flag.refresh_from_db()
+    assert flag.owner_team is None and flag.version == 1
+
+
+def test_flag_update__same_values__no_new_version_and_no_audit() -> None:
+    flag = FlagFactory(name="Same")
+    outcome = services.flag_update(actor=actor("WRITE"), flag=flag, changes={"name": "Same"})
+    flag.refresh_from_db()
+    assert outcome.applied and outcome.audit_actions == [] and flag.version == 1
+    assert not AuditEntry.objects.exists()
+    assert not Revision.objects.exists()
