@@ -70,6 +70,15 @@ class Actor:
             return str(self.user.get_username())
         return f"system:{self.system or 'unknown'}"
 
+    @property
+    def person_ids(self) -> frozenset[int]:
+        """Every user this actor stands for: the user, and an API key's bound user and creator
+        (a key someone made for themselves is that person, for the two-person rule)."""
+        ids = {self.user_id}
+        if self.api_key is not None:
+            ids |= {getattr(self.api_key, "user_id", None), getattr(self.api_key, "created_by_id", None)}
+        return frozenset(i for i in ids if i is not None)
+
     def same_person(self, other_user_id: int | None, other_api_key_id: int | None) -> bool:
         """Whether this actor is (or acts for) the given requester."""
         if self.user_id is not None and self.user_id == other_user_id:

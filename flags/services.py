@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
@@ -610,8 +611,24 @@ def _check_decidable(request: ChangeRequest, actor: Actor) -> None:
         raise Conflict(f"change request {request.pk} is {request.status} already", code="already_decided")
     if not permissions.can_approve(actor):
         raise PermissionDenied("only SAFETY engineers decide change requests to ASIL-D flags")
-    if actor.same_person(request.requested_by_id, request.requested_by_api_key_id):
+    if _is_requester(actor, request):
         raise PermissionDenied("the requester cannot decide their own change request: a second person must")
+
+
+def _requester_person_ids(request: ChangeRequest) -> frozenset[int]:
+    ids = {request.requested_by_id}
+    if request.requested_by_api_key_id is not None:
+        api_key_model = apps.get_model("accounts", "ApiKey")
+        ids |= set(api_key_model.objects.filter(pk=request.requested_by_api_key_id)
+                   .values_list("user_id", "created_by_id").first() or ())
+    return frozenset(i for i in ids if i is not None)
+
+
+def _is_requester(actor: Actor, request: ChangeRequest) -> bool:
+    """The same key, or any person behind the request (user, key owner, key creator)."""
+    if actor.same_person(request.requested_by_id, request.requested_by_api_key_id):
+        return True
+    return not actor.person_ids.isdisjoint(_requester_person_ids(request))
 
 
 def change_request_approve(*, actor: Actor, change_request: ChangeRequest | int, comment: str = "") -> Outcome:
@@ -668,7 +685,7 @@ def change_request_withdraw(*, actor: Actor, change_request: ChangeRequest | int
         request = _lock_request(change_request)
         if request.status != ChangeRequest.Status.PENDING:
             raise Conflict(f"change request {request.pk} is {request.status} already", code="already_decided")
-        if not actor.same_person(request.requested_by_id, request.requested_by_api_key_id):
+        if not _is_requester(actor, request):
             raise PermissionDenied("only the requester can withdraw a change request")
         request.status = ChangeRequest.Status.WITHDRAWN
         request.decided_at = timezone.now()

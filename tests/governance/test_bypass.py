@@ -232,6 +232,28 @@ def test_request_by_unbound_key__nobody_can_approve_as_that_key(brakes: Flag) ->
     )
 
 
+def test_request_through_own_unbound_key__its_creator_cannot_approve(brakes: Flag) -> None:
+    # Given an ADMIN+SAFETY engineer who made an unbound ADMIN key for a script
+    from accounts.models import ApiKey
+
+    person = UserFactory(username="admin-safety", role="ADMIN,SAFETY")
+    key = ApiKey.objects.create(name="my script", key_prefix="selfkey1", key_hash="0" * 64, role="ADMIN",
+                                created_by=person)
+    # When the script requests a change and the engineer approves it in person
+    request = services.flag_update(actor=Actor.for_api_key(key), flag=brakes, changes={"name": "via script"},
+                                   rationale=R).change_request
+    # Then it is refused: the key's creator is the requester, so no second person looked at it
+    error = refused_and_nothing_changed(
+        brakes, lambda: services.change_request_approve(actor=Actor.for_user(person), change_request=request),
+        PermissionDenied,
+    )
+    assert "requester" in error.message
+    # while another SAFETY engineer may
+    services.change_request_approve(actor=actor("SAFETY"), change_request=request)
+    brakes.refresh_from_db()
+    assert brakes.name == "via script"
+
+
 @pytest.mark.usefixtures("committed_db_postgres")
 def test_concurrent_approvals_of_two_requests__exactly_one_applies() -> None:
     # Given two requests against the same version, committed, and two SAFETY engineers
