@@ -75,6 +75,13 @@ FLAGS: list[dict[str, Any]] = [
         ],
     },
     {
+        "key": "climate.heat-pump-boost", "name": "Heat pump boost mode", "type": "boolean",
+        "default_value": False, "enabled": True, "safety_level": "SAFETY_RELEVANT",
+        "description": "Extra compressor power in cold weather. Killed after field reports.",
+        "rules": [{"type": "vehicle_target", "priority": 10, "conditions": {"regions": ["eu-central", "us-west"]}}],
+        "kill_switch": "Compressor over-temperature reports from the field (ticket FLD-2211)",
+    },
+    {
         "key": "ota.download-window", "name": "OTA download window", "type": "string", "default_value": "night",
         "enabled": True, "safety_level": "NON_CRITICAL", "environment": "staging",
         "rules": [{"type": "user_attribute", "priority": 10, "value": "any",
@@ -101,6 +108,7 @@ class Command(BaseCommand):
             spec = dict(spec)
             rules = spec.pop("rules")
             enabled = spec.pop("enabled")
+            kill_reason = spec.pop("kill_switch", None)
             asil_d = spec["safety_level"] == "ASIL_D"
             flag = services.flag_create(actor=writer, enabled=enabled and not asil_d, **spec)
             for rule in rules:
@@ -108,6 +116,8 @@ class Command(BaseCommand):
                 if outcome.change_request is not None:
                     services.change_request_approve(actor=safety, change_request=outcome.change_request,
                                                     comment="Reviewed against SC-BRK-004")
+            if kill_reason:
+                services.kill_switch_engage(actor=safety, flag=flag.key, reason=kill_reason)
             if asil_d:
                 # Left pending on purpose: the approval queue has something to show.
                 services.flag_set_enabled(actor=writer, flag=flag.key, enabled=True,
