@@ -29,6 +29,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from audit import services
 from audit.models import AuditEntry
+from fleetflag.admin_base import NoWritesAdminMixin
 
 if TYPE_CHECKING:
     _AuditAdminBase = admin.ModelAdmin[AuditEntry]
@@ -113,7 +114,7 @@ def streamed(request: HttpRequest, chunks: Iterator[str], *, content_type: str, 
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(_AuditAdminBase):
+class AuditEntryAdmin(NoWritesAdminMixin, _AuditAdminBase):  # append-only
     change_list_template = "admin/audit/auditentry/change_list.html"
     list_display = ("seq", "when", "actor", "action", "flag_link", "object_label", "request_id")
     list_display_links = ("seq",)
@@ -131,15 +132,6 @@ class AuditEntryAdmin(_AuditAdminBase):
     class Media:
         css = {"all": ("admin_ext/fleetflag.css",)}
 
-    # Append-only: no one adds, changes or deletes here, superusers included.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         raise PermissionDenied("audit entries are append-only")

@@ -42,6 +42,7 @@ from flags import permissions, services, snapshots
 from flags.errors import ServiceError
 from flags.forms import NON_FIELD, EvaluateForm, FieldErrors, FlagForm, ReasonForm, RuleForm, RuleFormSet
 from flags.models import ChangeRequest, Flag, Rule, RuleType, SafetyLevel
+from fleetflag.admin_base import NoWritesAdminMixin
 
 if TYPE_CHECKING:
     _FlagAdminBase = admin.ModelAdmin[Flag]
@@ -885,7 +886,7 @@ class MineFilter(_DefaultingFilter):
 
 
 @admin.register(ChangeRequest)
-class ChangeRequestAdmin(_ChangeRequestAdminBase):
+class ChangeRequestAdmin(NoWritesAdminMixin, _ChangeRequestAdminBase):  # decided by buttons only
     change_form_template = "admin/flags/changerequest/change_form.html"
     list_display = ("label", "flag_link", "operation", "requested", "expires", "status_badge", "decided")
     list_display_links = ("label",)
@@ -921,15 +922,6 @@ class ChangeRequestAdmin(_ChangeRequestAdminBase):
                                        "choose \u201cEveryone\u201d to see the whole queue.", messages.INFO)
         return super().changelist_view(request, extra_context)
 
-    # No one adds, edits or deletes change requests here: they change only by the decision buttons.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return permissions.can_view(_actor(request))

@@ -5,11 +5,11 @@ The credential hash is never shown or edited here; only whether one is set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.contrib import admin
-from django.http import HttpRequest
 
+from fleetflag.admin_base import NoWritesAdminMixin
 from vehicles.models import Vehicle
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ else:
 
 
 @admin.register(Vehicle)
-class VehicleAdmin(_VehicleAdminBase):
+class VehicleAdmin(NoWritesAdminMixin, _VehicleAdminBase):
     list_display = ("vin", "model", "sw_version", "region", "environment", "status", "last_seen_at", "agent_version",
                     "has_credential")
     list_filter = ("environment", "status", "model", "region")
@@ -35,13 +35,3 @@ class VehicleAdmin(_VehicleAdminBase):
     def has_credential(self, obj: Vehicle) -> bool:
         return bool(obj.token_hash)
 
-    # No vehicles service writes through the admin yet: registering, re-keying and status
-    # changes happen through the API and `register_vehicle`, which hash the credential.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
