@@ -1,13 +1,22 @@
-"""Users and their roles."""
+"""Users and their roles; API keys (made, revoked and expired here, audited)."""
 
 from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
-from audit.context import ROLES
+from accounts import keys
+from accounts.models import ApiKey
+from audit import services as audit
+from audit.context import ROLE_ADMIN, ROLES, Actor
+from flags.errors import Conflict, NotFound, PermissionDenied
 
 User = get_user_model()
 
@@ -29,3 +38,103 @@ def user_create_or_update(*, username: str, role: str, password: str | None = No
         user.save()
         user.groups.add(Group.objects.get(name=role))
     return user, created
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+def _may_manage_key(actor: Actor, user: Any) -> bool:
+    """ADMIN manages unbound keys and their own; anyone manages keys bound to themselves.
+
+    A key bound to a user acts with that user's roles (a SAFETY engineer approves through
+    it), so nobody makes or holds such a key for someone else; from the server's command
+    line (a system actor) the operator already has every power and may.
+    """
+    if actor.user is None:
+        return actor.has_role(ROLE_ADMIN)
+    if user is not None:
+        return bool(actor.user.pk == user.pk)
+    return actor.has_role(ROLE_ADMIN)
+
+
+def api_key_create(
+    *,
+    actor: Actor,
+    name: str,
+    role: str = ApiKey.Role.READ,
+    user: Any = None,
+    rate_limit_per_min: int = 10000,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Make a key; returns it with the raw key, which is shown once and never stored."""
+    errors: dict[str, str] = {}
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
+        errors["name"] = "a name of 1-100 characters is required"
+    if role not in ApiKey.Role.values:
+        errors["role"] = f"role must be one of {', '.join(ApiKey.Role.values)}"
+    if not isinstance(rate_limit_per_min, int) or not 1 <= rate_limit_per_min <= 1_000_000:
+        errors["rate_limit_per_min"] = "between 1 and 1000000 requests per minute"
+    if expires_at is not None and expires_at <= timezone.now():
+        errors["expires_at"] = "the expiry must be in the future"
+    if errors:
+        raise ValidationError(errors)
+    if not _may_manage_key(actor, user):
+        raise PermissionDenied(f"{actor.label} may not create this API key")
+    raw, prefix = keys.new_key()
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            name=name.strip(),
+            key_prefix=prefix,
+            key_hash=keys.hash_key(raw),
+            role=role,
+            user=user,
+            rate_limit_per_min=rate_limit_per_min,
+            expires_at=expires_at,
+            created_by=actor.user,
+        )
+        audit.record(actor=actor, action="CREATE_API_KEY", object_type="api_key", object_id=key.pk,
+                     after=keys.describe(key))
+    return key, raw
+
+
+def _lock_key(api_key: ApiKey | int) -> ApiKey:
+    pk = api_key.pk if isinstance(api_key, ApiKey) else api_key
+    found = ApiKey.objects.select_for_update().filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"no API key {pk}")
+    return found
+
+
+def api_key_revoke(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
+    """Revoke for good: the key stops working on every server at once (cache dropped on commit)."""
+    with transaction.atomic():
+        key = _lock_key(api_key)
+        if not _may_manage_key(actor, key.user):
+            raise PermissionDenied(f"{actor.label} may not revoke API key ffk_{key.key_prefix}")
+        if key.revoked_at is not None:
+            raise Conflict(f"API key ffk_{key.key_prefix} is revoked already", code="already_revoked")
+        before = keys.describe(key)
+        key.is_active = False
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["is_active", "revoked_at"])
+        audit.record(actor=actor, action="REVOKE_API_KEY", object_type="api_key", object_id=key.pk,
+                     before=before, after=keys.describe(key))
+        transaction.on_commit(functools.partial(keys.forget, key.key_hash), robust=True)
+    return key
+
+
+def api_key_expire(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
+    """End the key's validity now (it stays on record as expired, not revoked)."""
+    with transaction.atomic():
+        key = _lock_key(api_key)
+        if not _may_manage_key(actor, key.user):
+            raise PermissionDenied(f"{actor.label} may not expire API key ffk_{key.key_prefix}")
+        if key.revoked_at is not None or key.is_expired:
+            raise Conflict(f"API key ffk_{key.key_prefix} is {key.state} already", code=f"already_{key.state}")
+        before = keys.describe(key)
+        key.expires_at = timezone.now()
+        key.save(update_fields=["expires_at"])
+        audit.record(actor=actor, action="EXPIRE_API_KEY", object_type="api_key", object_id=key.pk,
+                     before=before, after=keys.describe(key))
+        transaction.on_commit(functools.partial(keys.forget, key.key_hash), robust=True)
+    return key

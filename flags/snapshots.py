@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,7 @@ def publish(environment: str) -> Document:
     document = _encode(build(environment))
     cache.set(_body_key(environment, document.etag), document, timeout=ETAG_TTL_SECONDS * 2)
     cache.set(_etag_key(environment), document.etag, timeout=ETAG_TTL_SECONDS)
+    _etag_seen.pop(environment, None)
     return document
 
 
@@ -143,17 +145,47 @@ def document(environment: str) -> Document:
 # Compiled snapshots per process, keyed by environment and checked against the ETag.
 _local: dict[str, Document] = {}
 _compiled: dict[str, tuple[str, Snapshot]] = {}
+_etag_seen: dict[str, tuple[float, str]] = {}  # environment -> (valid until, monotonic; ETag)
 _compile_lock = threading.Lock()
 
 
 def compiled(environment: str) -> Snapshot:
-    current = document(environment)
-    entry = _compiled.get(environment)
+    return compiled_for(document(environment))
+
+
+def document_if_cached(environment: str, max_age: float = 0.0) -> Document | None:
+    """The published document when the cache holds it, else None: never touches the database
+    (async views call this on the event loop and fall back to ``document`` in a thread).
+
+    ``max_age`` > 0 lets this process reuse the ETag it read within that many seconds instead
+    of reading it again (a second cache level for the hot API paths); a publish in this
+    process resets it, other processes see a new snapshot within ``max_age``."""
+    now = time.monotonic()
+    cached = _local.get(environment)
+    if max_age > 0 and cached is not None:
+        seen = _etag_seen.get(environment)
+        if seen is not None and seen[0] > now and seen[1] == cached.etag:
+            return cached
+    etag = current_etag(environment)
+    if etag is None:
+        return None
+    if cached is None or cached.etag != etag:
+        cached = cache.get(_body_key(environment, etag))
+        if cached is None:
+            return None
+        _local[environment] = cached
+    _etag_seen[environment] = (now + max_age, etag)
+    return cached
+
+
+def compiled_for(current: Document) -> Snapshot:
+    """The compiled snapshot of a document, compiled once per process and ETag."""
+    entry = _compiled.get(current.environment)
     if entry is not None and entry[0] == current.etag:
         return entry[1]
     with _compile_lock:
         snapshot = Snapshot.from_dict(current.parsed())
-        _compiled[environment] = (current.etag, snapshot)
+        _compiled[current.environment] = (current.etag, snapshot)
     return snapshot
 
 
@@ -161,3 +193,4 @@ def forget_local() -> None:
     """Drop this process's copies (tests switch databases under it)."""
     _local.clear()
     _compiled.clear()
+    _etag_seen.clear()

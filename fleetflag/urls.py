@@ -1,10 +1,46 @@
-from django.contrib import admin
-from django.urls import path
+from __future__ import annotations
 
-from fleetflag import health
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from flags.api.exceptions import error_body
+from flags.api.urls import ofrep_urlpatterns
+from fleetflag import health, metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
+    path("api/v1/", include("flags.api.urls", namespace="api")),
+    path("ofrep/v1/", include((ofrep_urlpatterns, "ofrep"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
 ]
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(("/api/", "/ofrep/"))
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("not_found", f"no endpoint {request.path}",
+                                       request_id=getattr(request, "request_id", "")), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception or Exception("not found"))
+
+
+def handler500(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("server_error", "internal error; quote the request id when reporting it",
+                                       request_id=getattr(request, "request_id", "")), status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_rq",
     "guardian",
@@ -54,6 +55,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Async-only and outermost: body limit, metrics, and the hot API paths (flags.api.middleware).
+    "flags.api.middleware.ApiEdgeMiddleware",
     "fleetflag.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -94,7 +97,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 CLICKHOUSE_URL = os.environ.get("CLICKHOUSE_URL", "")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Django's RedisCache opens a pool per backend object, i.e. per ASGI request: share them.
+    CACHES = {"default": {"BACKEND": "flags.api.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -145,4 +149,57 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# REST API (docs/api.md)
+API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(1024 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+API_KEY_CACHE_SECONDS = int(os.environ.get("API_KEY_CACHE_SECONDS", "60"))
+API_KEY_LOCAL_CACHE_SECONDS = float(os.environ.get("API_KEY_LOCAL_CACHE_SECONDS", "2"))
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# The hot API paths reuse the snapshot ETag they read for this long (seconds) per process.
+SNAPSHOT_LOCAL_SECONDS = float(os.environ.get("SNAPSHOT_LOCAL_SECONDS", "1"))
+# Garbage-collector thresholds for the server process (flags/api/asgi.py; Python's default is 700,10,10).
+GC_THRESHOLDS = tuple(int(n) for n in os.environ.get("GC_THRESHOLDS", "700,10,1000").split(","))
+# evaluate/batch answers kept per process and snapshot, by (VIN, context, flag keys); 0 turns it off.
+API_BATCH_CACHE_BYTES = int(os.environ.get("API_BATCH_CACHE_BYTES", str(16 * 1024 * 1024)))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "flags.api.authentication.ApiKeyAuthentication",
+        "flags.api.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["flags.api.permissions.ApiAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["flags.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "flags.api.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "URL_FORMAT_OVERRIDE": None,  # ?format= belongs to the audit export
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FleetFlag API",
+    "DESCRIPTION": (
+        "Feature flags for vehicle fleets: flags, rules, kill switches, ASIL-D change requests, evaluation, "
+        "vehicle sync, audit, and OpenFeature remote evaluation (OFREP). Authenticate with "
+        "`Authorization: Bearer <api key>`. Errors: `{\"error\": {\"code\", \"message\", \"fields\"?, "
+        "\"request_id\"}}`. See docs/api.md."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "EnvironmentEnum": "flags.models.Environment",
+        "SafetyLevelEnum": "flags.models.SafetyLevel",
+        "FlagTypeEnum": "flags.models.FlagType",
+        "RuleTypeEnum": "flags.models.RuleType",
+    },
 }

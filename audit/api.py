@@ -1,0 +1,88 @@
+"""``/api/v1/audit-logs/``: the audit trail, filtered, paginated, or exported as CSV or JSON lines."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.utils.dateparse import parse_datetime
+from django.utils.timezone import is_naive, make_aware
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from audit import services
+from flags.api.exceptions import ApiError
+from flags.api.serializers import AuditEntrySerializer, ErrorSerializer, PaginatedAuditEntrySerializer
+from flags.api.views import Pagination
+
+FORMATS = ("json", "csv", "jsonl")
+
+
+def _when(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = parse_datetime(raw.replace(" ", "+"))
+    except ValueError:
+        value = None
+    if value is None:
+        message = "an ISO 8601 date-time, e.g. 2026-11-23T08:00:00Z"
+        raise ApiError(400, "validation_error", f"{name}: {message}", fields={name: [message]})
+    return make_aware(value) if is_naive(value) else value
+
+
+class AuditLogView(APIView):
+    @extend_schema(
+        operation_id="audit_logs_list",
+        parameters=[
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="from this time (inclusive)"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="before this time"),
+            OpenApiParameter("flag", str, description="flag key"),
+            OpenApiParameter("actor", str, description="as shown, e.g. api-key:ci-bot or alice"),
+            OpenApiParameter("action", str, description="e.g. KILL_SWITCH, APPROVE_CHANGE, CREATE_API_KEY"),
+            OpenApiParameter("request_id", str),
+            OpenApiParameter("format", str, enum=FORMATS,
+                             description="json (paginated, newest first) or a streamed export in chain order"),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses={
+            (200, "application/json"): PaginatedAuditEntrySerializer,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV export"),
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="JSON lines export"),
+            400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
+            429: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request) -> Any:
+        fmt = request.query_params.get("format", "json") or "json"
+        if fmt not in FORMATS:
+            message = f"one of {', '.join(FORMATS)}"
+            raise ApiError(400, "validation_error", f"format: {message}", fields={"format": [message]})
+        entries = services.filter_entries(
+            since=_when(request, "since"),
+            until=_when(request, "until"),
+            flag_key=request.query_params.get("flag") or None,
+            actor=request.query_params.get("actor") or None,
+            action=request.query_params.get("action") or None,
+        )
+        request_id = request.query_params.get("request_id")
+        if request_id:
+            entries = entries.filter(request_id=request_id)
+        if fmt == "csv":
+            response = StreamingHttpResponse(services.export_csv(entries), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = 'attachment; filename="fleetflag-audit.csv"'
+            return response
+        if fmt == "jsonl":
+            response = StreamingHttpResponse(services.export_jsonl(entries), content_type="application/x-ndjson")
+            response["Content-Disposition"] = 'attachment; filename="fleetflag-audit.jsonl"'
+            return response
+        paginator = Pagination()
+        page: Any = paginator.paginate_queryset(entries.order_by("-seq"), request, view=self)
+        return paginator.get_paginated_response(AuditEntrySerializer(page, many=True).data)
+
+

@@ -1,0 +1,206 @@
+"""The hot lane: bearer requests for the hot API views, answered in front of Django's handler.
+
+Django's ASGI handler costs, per request, a worker thread made and joined (its
+``ThreadSensitiveContext``) and two thread hops for the request_started/finished signals,
+before any middleware: on one core that caps a view that reads only caches at a few
+hundred requests a second (bench/api_bench.py, profiled with py-spy). The lane recognises
+``Authorization: Bearer`` requests to the views marked hot (``flags.api.hot``: vehicle sync,
+evaluate, evaluate/batch), builds the same ``ASGIRequest`` Django would, and calls the same
+view through ``serve_hot`` — the code path ``ApiEdgeMiddleware`` uses inside Django — so both
+answer byte for byte alike. Everything else goes to Django untouched.
+
+What the lane skips and how it is covered: the request signals (the views touch the
+database only on a cache miss, in a worker thread, between ``close_old_connections`` calls,
+see ``flags.api.hot.db``), the sync middleware (a bearer request needs no session, CSRF or
+static files; ``serve_hot`` sets the request id and security headers), and the body limit
+(checked here, same setting, same 413).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import time
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, get_resolver, resolve
+
+from flags.api.exceptions import error_body, error_response
+from flags.api.hot import in_lane, sync_not_modified
+from flags.api.middleware import serve_hot
+from fleetflag import metrics
+from fleetflag.middleware import _SAFE_ID
+
+PREFIX = "/api/v1/"
+# What flags.api.middleware.serve_hot adds to every hot answer.
+_SECURITY_HEADERS = [(b"X-Content-Type-Options", b"nosniff"), (b"X-Frame-Options", b"DENY"),
+                     (b"Referrer-Policy", b"same-origin")]
+
+
+class LaneRequest(HttpRequest):
+    """What the hot views read of a request (method, META and headers, content type, body,
+    request id), built straight from the ASGI scope. Django's ASGIRequest does much more per
+    request (query and cookie parsing, content-type parsing through the email package) that
+    these views never use."""
+
+    def __init__(self, scope: dict[str, Any], body: bytes) -> None:
+        self.scope = scope
+        self.method = scope["method"]
+        self.path = self.path_info = scope["path"]
+        client = scope.get("client") or ("", 0)
+        meta: dict[str, Any] = {
+            "REQUEST_METHOD": self.method,
+            "PATH_INFO": self.path,
+            "QUERY_STRING": scope.get("query_string", b"").decode("latin1"),
+            "REMOTE_ADDR": client[0],
+            "SERVER_NAME": "lane",
+        }
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin1").upper().replace("-", "_")
+            value = raw_value.decode("latin1")
+            if name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                meta[name] = value
+                continue
+            key = "HTTP_" + name
+            meta[key] = f"{meta[key]},{value}" if key in meta else value
+        self.META = meta
+        self.content_type = meta.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        self.content_params = {}
+        self.COOKIES = {}
+        self.resolver_match = None
+        self._body = body
+        self._stream = None  # type: ignore[assignment]
+        self._read_started = True
+_routes: dict[str, Any] = {}
+
+
+def _match(path: str) -> Any:
+    match = _routes.get(path)
+    if match is None:
+        try:
+            match = resolve(path)
+        except Resolver404:
+            match = False
+        if len(_routes) > 20000:
+            _routes.clear()
+        _routes[path] = match
+    return match or None
+
+
+class HotLane:
+    REFREEZE_AFTER = 2000
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.served = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            return await self.app(scope, receive, send)
+        bearer = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                bearer = value[:7].lower() == b"bearer "
+                break
+        match = _match(scope["path"]) if bearer else None
+        if match is None or not getattr(match.func, "hot", False):
+            return await self.app(scope, receive, send)
+        if match.url_name == "vehicle-sync" and scope["method"] == "GET" and await self._not_modified(scope, send, match):
+            return None
+        await self._serve(scope, receive, send, match)
+        return None
+
+    async def _not_modified(self, scope: dict[str, Any], send: Any, match: Any) -> bool:
+        """The steady-state poll (a 304) with no request object at all; False: let the view answer."""
+        started = time.perf_counter()
+        raw_key = if_none_match = request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                raw_key = value[7:].decode("latin1").strip()
+            elif name == b"if-none-match":
+                if_none_match = value.decode("latin1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin1")
+        decided = sync_not_modified(raw_key, match.kwargs["vin"], if_none_match)
+        if decided is None:
+            return False
+        etag, wait = decided
+        if not (request_id and _SAFE_ID.match(request_id)):
+            request_id = f"{random.getrandbits(128):032x}"
+        if wait is not None:
+            status = 429
+            body = json.dumps(error_body("rate_limited", f"rate limit exceeded; retry in {wait} s",
+                                         request_id=request_id)).encode()
+            headers = [(b"Content-Type", b"application/json"), (b"Retry-After", str(wait).encode())]
+        else:
+            status, body = 304, b""
+            headers = [(b"ETag", etag.encode()), (b"Cache-Control", b"no-cache")]
+        headers += [(b"X-Request-ID", request_id.encode()), *_SECURITY_HEADERS]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        metrics.count_request(match.route, "GET", status, time.perf_counter() - started)
+        return True
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, match: Any) -> None:
+        started = time.perf_counter()
+        limit = int(settings.API_MAX_BODY_BYTES)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        request = LaneRequest(scope, b"".join(chunks))
+        if size > limit:
+            request.request_id = ""  # type: ignore[attr-defined]
+            response: HttpResponse = error_response(request, 413, "payload_too_large",
+                                                    f"the request body is over the limit of {limit} bytes")
+        else:
+            token = in_lane.set(True)
+            try:
+                response = await serve_hot(request, match)
+            finally:
+                in_lane.reset(token)
+        await send({
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": [(k.encode("ascii"), v.encode("latin1")) for k, v in response.items()],
+        })
+        await send({"type": "http.response.body", "body": response.content})
+        metrics.count_request(match.route, scope["method"], response.status_code, time.perf_counter() - started)
+        self.served += 1
+        if self.served == self.REFREEZE_AFTER:
+            _freeze()
+
+
+def hot_lane(app: Any) -> HotLane:
+    _freeze()
+    return HotLane(app)
+
+
+def _freeze() -> None:
+    """Take what lives as long as the process out of the garbage collector's generations.
+
+    Without it, full collections over the whole heap (Django, DRF, the URLconf, compiled
+    snapshots) stalled the event loop for 20-100 ms every few seconds: that was the p99 of
+    every endpoint (bench/api_bench.py). The URLconf is imported first (it would be on the
+    first request), and the lane freezes once more after its first requests, when the
+    caches and compiled snapshots they build are in place.
+    """
+    get_resolver().url_patterns  # noqa: B018 - imports every view module now
+    gc.collect()
+    gc.freeze()
+    # A full collection still costs tens of milliseconds (daphne keeps each finished request
+    # for up to a second): GC_THRESHOLDS (default 700,10,1000) makes them a hundred times
+    # rarer than Python's default. Reference counting frees almost everything a request
+    # allocates; the collector is only there for cycles.
+    gc.set_threshold(*settings.GC_THRESHOLDS)
