@@ -53,7 +53,7 @@ def test_admin_revoke_action__selected_keys__revoked_and_audited(client: Any, ma
     assert AuditEntry.objects.get(action="REVOKE_API_KEY").actor == "root"
 
 
-def test_admin_delete__never_offered(client: Any, make_api: Any) -> None:
+def test_admin_delete__any_key__refused_key_kept(client: Any, make_api: Any) -> None:
     admin = UserFactory(username="root", role="ADMIN")
     api = make_api("READ")
     client.force_login(admin)

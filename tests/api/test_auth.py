@@ -220,6 +220,6 @@ def test_method__not_allowed__405_json(admin_api: Api) -> None:
     assert (response.status_code, error(response)["code"]) == (405, "method_not_allowed")
 
 
-def test_unknown_api_path__404_json(admin_api: Api) -> None:
+def test_api_path__unknown__404_json(admin_api: Api) -> None:
     response = admin_api.get("/api/v1/nothing-here/")
     assert (response.status_code, error(response)["code"]) == (404, "not_found")

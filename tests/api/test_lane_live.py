@@ -96,7 +96,7 @@ def test_lane_batch__body_over_limit__413(server: LiveServer) -> None:
     assert json.loads(body)["error"]["code"] == "payload_too_large"
 
 
-def test_lane_metrics__counted(server: LiveServer) -> None:
+def test_lane_metrics__after_sync__counted(server: LiveServer) -> None:
     call(server, "GET", f"/api/v1/vehicles/{VIN}/sync/")
     with _OPENER.open(server.base_url + "/metrics", timeout=10) as response:
         text = response.read().decode()

@@ -53,7 +53,7 @@ def test_evaluate__unknown_flag__error_flag_not_found_with_default(read_api: Api
                                "version": None, "error_code": "FLAG_NOT_FOUND"}
 
 
-def test_evaluate__environment_from_body_for_unregistered(read_api: Api) -> None:
+def test_evaluate__unregistered_with_environment__that_environment(read_api: Api) -> None:
     FlagFactory(key="ota.window", type="string", default_value="night", enabled=False, environment="staging")
     _publish("staging", "production")
     body = {"flag_key": "ota.window", "vin": OTHER_VIN, "environment": "staging"}
@@ -167,7 +167,7 @@ def test_sync__staff_session__200(client: Any) -> None:
     assert client.get(f"/api/v1/vehicles/{VIN}/sync/").status_code == 200
 
 
-def test_audit_logs__filters_and_exports(write_api: Api, read_api: Api) -> None:
+def test_audit_logs__filters_and_formats__matching_entries(write_api: Api, read_api: Api) -> None:
     write_api.post("/api/v1/flags/", {"key": "a.b", "name": "AB"}, headers={"X-Request-ID": "rq-1"})
     write_api.post("/api/v1/flags/", {"key": "c.d", "name": "CD"}, headers={"X-Request-ID": "rq-2"})
     page = read_api.get("/api/v1/audit-logs/", flag="a.b").json()
