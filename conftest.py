@@ -48,6 +48,15 @@ def _fresh_caches() -> Iterator[None]:
 
 
 @pytest.fixture
+def committed_db(transactional_db: Any) -> Iterator[None]:
+    """Committed transactions (live servers, threads), with the append-only audit tables
+    released only for pytest-django's flush afterwards: see tests/committed_db.py."""
+    from tests.committed_db import release_audit_triggers_around_flush
+
+    yield from release_audit_triggers_around_flush()
+
+
+@pytest.fixture
 def on_commit(django_capture_on_commit_callbacks: Any) -> Any:
     """Run on-commit side effects as they would run after a real commit."""
     return lambda: django_capture_on_commit_callbacks(execute=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection
 from guardian.shortcuts import get_groups_with_perms
 
 from audit.models import AuditEntry
@@ -56,20 +54,5 @@ def requests_of(flag: Flag) -> list[tuple[int, str, str]]:
 
 
 @pytest.fixture
-def committed_db_postgres(require_postgres: None, transactional_db: None) -> Iterator[None]:
-    """Committed transactions (threads see each other's work), PostgreSQL only.
-
-    After such a test the runner empties every table with TRUNCATE, which the audit
-    tables refuse. The runner's flush is therefore run as a replication process would run
-    it: ``SET LOCAL session_replication_role = replica`` in the flush's own transaction
-    (superuser, as in CI), so the triggers are back the moment it commits. This fixture
-    depends on ``transactional_db``, so its teardown runs before the flush.
-    """
-    yield
-    original = connection.ops.sql_flush
-
-    def sql_flush_as_replica(*args: Any, **kwargs: Any) -> list[str]:
-        del connection.ops.sql_flush  # once only
-        return ["SET LOCAL session_replication_role = replica", *original(*args, **kwargs)]
-
-    connection.ops.sql_flush = sql_flush_as_replica  # type: ignore[method-assign]
+def committed_db_postgres(require_postgres: None, committed_db: None) -> None:
+    """Committed transactions (threads see each other's work), PostgreSQL only."""
