@@ -23,14 +23,11 @@ Run: ``.venv/bin/python bench/eval_bench.py`` (peers from requirements-bench.txt
 
 from __future__ import annotations
 
-import gc
 import platform
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
@@ -60,31 +57,9 @@ SERVER_MAX_US_PER_FLAG = 10.0
 
 
 def per_call_ns(call: Callable[[Any], object], args: Sequence[Any], *, number: int, repeats: int = REPEATS) -> float:
-    """Median over ``repeats`` runs of the time per call (ns) of ``number`` calls.
-
-    The calls cycle through ``args``, fed from a list built before the clock starts, so the
-    figure is the call plus one iteration of a ``for`` loop (see the no-op reference line).
-    """
-    for arg in islice(cycle(args), min(number, 2000)):  # warm-up: caches, branch predictors
-        call(arg)
-    samples: list[float] = []
-    gc_was_enabled = gc.isenabled()
-    try:
-        for _ in range(repeats):
-            feed = list(islice(cycle(args), number))
-            gc.collect()
-            gc.disable()
-            start = time.perf_counter_ns()
-            for arg in feed:
-                call(arg)
-            elapsed = time.perf_counter_ns() - start
-            if gc_was_enabled:
-                gc.enable()
-            samples.append(elapsed / number)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return statistics.median(samples)
+    """Median time per call (ns): the same timing loop the peers are measured with
+    (``peers_eval.median_per_call_us``: pre-built inputs, warm-up, gc off while timed)."""
+    return peers_eval.median_per_call_us(call, args, repeats, number) * 1000.0
 
 
 # -- data -------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def _vins(random_vins: bool) -> list[str]:
 # ----------------------------------------------------------------------------------
 
 
-def _median_per_call_us(
+def median_per_call_us(
     call: Callable[[Any], object], args: Sequence[Any], repeats: int, number: int
 ) -> float:
     """Median over ``repeats`` runs of the per-call time (µs) of ``number`` calls.
@@ -229,7 +229,7 @@ def unleash_is_enabled_us(
 
     if not any(call(context) for context in contexts):
         raise RuntimeError("Unleash evaluates the flag to False for every VIN")
-    return _median_per_call_us(call, contexts, repeats, number)
+    return median_per_call_us(call, contexts, repeats, number)
 
 
 # ----------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def flagsmith_engine_us(
 
     if not any(call(vin) for vin in vins):
         raise RuntimeError("flag_engine evaluates the flag to False for every VIN")
-    return _median_per_call_us(call, vins, repeats, number)
+    return median_per_call_us(call, vins, repeats, number)
 
 
 # ----------------------------------------------------------------------------------
