@@ -24,6 +24,8 @@ urlpatterns = [
          name="change-request-withdraw"),
     path("evaluate/", hot.described(hot.evaluate, hot.EvaluateDoc), name="evaluate"),
     path("evaluate/batch/", hot.described(hot.evaluate_batch, hot.EvaluateBatchDoc), name="evaluate-batch"),
+    path("vehicles/", views.VehicleListView.as_view(), name="vehicle-list"),
+    path("vehicles/<str:vin>/", views.VehicleDetailView.as_view(), name="vehicle-detail"),
     path("vehicles/<str:vin>/sync/", hot.described(hot.vehicle_sync, hot.VehicleSyncDoc), name="vehicle-sync"),
     path("audit-logs/", AuditLogView.as_view(), name="audit-logs"),
 ]

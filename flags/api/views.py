@@ -418,3 +418,51 @@ class ChangeRequestWithdrawView(APIView):
         return Response(s.ChangeRequestSerializer(_change_request(pk)).data)
 
 
+
+
+VEHICLE_STATUSES = ["online", "offline", "maintenance"]
+
+
+class VehicleListView(APIView):
+    """Registered vehicles, read-only here: registration arrives with the vehicle issue."""
+
+    @extend_schema(
+        operation_id="vehicles_list",
+        parameters=[
+            OpenApiParameter("environment", str, enum=list(Environment.values)),
+            OpenApiParameter("model", str),
+            OpenApiParameter("region", str),
+            OpenApiParameter("status", str, enum=VEHICLE_STATUSES),
+            OpenApiParameter("search", str, description="VIN prefix"),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses={200: s.PaginatedVehicleSerializer, **_errors(400, 401, 403, 404, 429)},
+    )
+    def get(self, request: Request) -> Response:
+        vehicles = Vehicle.objects.all()
+        environment = _choice_param(request, "environment", list(Environment.values))
+        if environment:
+            vehicles = vehicles.filter(environment=environment)
+        status_wanted = _choice_param(request, "status", VEHICLE_STATUSES)
+        if status_wanted:
+            vehicles = vehicles.filter(status=status_wanted)
+        for name in ("model", "region"):
+            value = request.query_params.get(name, "").strip()
+            if value:
+                vehicles = vehicles.filter(**{name: value})
+        search = request.query_params.get("search", "").strip().upper()
+        if search:
+            vehicles = vehicles.filter(vin__startswith=search)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(vehicles.order_by("vin"), request, view=self)
+        return paginator.get_paginated_response(s.VehicleSerializer(page, many=True).data)
+
+
+class VehicleDetailView(APIView):
+    @extend_schema(operation_id="vehicles_retrieve", responses={200: s.VehicleSerializer, **_errors(*READ_ERRORS)})
+    def get(self, request: Request, vin: str) -> Response:
+        vehicle = Vehicle.objects.filter(vin=vin.upper()).first()
+        if vehicle is None:
+            raise NotFound(f"no vehicle {vin}")
+        return Response(s.VehicleSerializer(vehicle).data)
