@@ -155,11 +155,12 @@ class _Operations:
         self.descriptions.append(description)
         self.prefixes.append(rule_prefix)
 
-    def run(self, *, flag: int, rationale: str) -> None:
+    def run(self, *, flag: int, rationale: str, expected_version: int | None) -> None:
         if not self.steps or self.form_errors or self.rule_errors:
             return
         try:
-            outcome = services.flag_change(actor=self.actor, flag=flag, steps=self.steps, rationale=rationale)
+            outcome = services.flag_change(actor=self.actor, flag=flag, steps=self.steps, rationale=rationale,
+                                           expected_version=expected_version)
         except services.StepsRefused as refused:
             for index, error in refused.errors.items():
                 self._refuse(_errors_of(error), self.prefixes[index])
@@ -470,13 +471,10 @@ class FlagAdmin(_FlagAdminBase):
         return _SaveReport(flag=flag, applied=["created"])
 
     def _save_changes(self, actor: Actor, form: FlagForm, formsets: list[Any]) -> _SaveReport:
-        # Held until the transaction ends, so no one changes the flag between our operations.
-        flag = Flag.objects.select_for_update().get(pk=form.instance.pk)
+        # The form refused a stale page already; the service re-checks the version under its lock.
+        flag = form.instance
         loaded_at = form.cleaned_data.get("base_version")
-        if loaded_at is not None and loaded_at != flag.version:
-            raise _Refused({NON_FIELD: [f"This flag changed while you edited it (version {loaded_at} -> "
-                                        f"{flag.version}). Reload the page and make your change again."]})
-        report = _SaveReport(flag=flag, version_before=flag.version)
+        report = _SaveReport(flag=flag, version_before=loaded_at if loaded_at is not None else flag.version)
         operations = _Operations(actor, report)
         rationale = form.cleaned_data.get("rationale") or ""
         changes = form.flag_changes()
@@ -499,7 +497,7 @@ class FlagAdmin(_FlagAdminBase):
                 fields = {n: rule_form.cleaned_data[n] for n in services.RULE_FIELDS if n in rule_form.cleaned_data}
                 operations.add(f"added a {fields.get('type')} rule", services.rule_create_step,
                                rule_prefix=rule_form.prefix, **fields)
-        operations.run(flag=flag.pk, rationale=rationale)
+        operations.run(flag=flag.pk, rationale=rationale, expected_version=loaded_at)
         operations.raise_if_refused()
         return report
 

@@ -284,10 +284,22 @@ def _apply(
 
 
 def _execute(
-    *, actor: Actor, flag: Flag | int | str, operation: str, payload: dict[str, Any], rationale: str = ""
+    *,
+    actor: Actor,
+    flag: Flag | int | str,
+    operation: str,
+    payload: dict[str, Any],
+    rationale: str = "",
+    expected_version: int | None = None,
 ) -> Outcome:
     with transaction.atomic():
         locked = _lock(flag)
+        if expected_version is not None and locked.version != expected_version:
+            # The caller decided on what it saw at that version; someone changed the flag since.
+            raise Conflict(
+                f"flag {locked.key} changed since it was loaded (version {expected_version} -> {locked.version})",
+                code="stale",
+            )
         if not permissions.can_change(actor, locked):
             raise PermissionDenied(f"{actor.label} may not change flag {locked.key}")
         if locked.archived_at is not None:
@@ -468,18 +480,28 @@ def rule_delete_step(rule_id: int) -> Step:
     return Step(Op.DELETE_RULE, {"rule_id": rule_id})
 
 
-def flag_change(*, actor: Actor, flag: Flag | int | str, steps: list[Step], rationale: str = "") -> Outcome:
+def flag_change(
+    *,
+    actor: Actor,
+    flag: Flag | int | str,
+    steps: list[Step],
+    rationale: str = "",
+    expected_version: int | None = None,
+) -> Outcome:
     """Several changes to one flag as one: all applied, or (ASIL-D) one change request for all.
 
-    Raises ``StepsRefused`` naming every refused step; then nothing is applied.
+    Raises ``StepsRefused`` naming every refused step; then nothing is applied. With
+    ``expected_version``, refuses (Conflict ``stale``) when the flag has moved past it.
     """
     if not steps:
         raise ValidationError({"__all__": "nothing to change"})
     if len(steps) == 1:
-        return _execute(actor=actor, flag=flag, operation=steps[0].operation, payload=steps[0].payload,
-                        rationale=rationale)
-    payload = {"steps": [{"operation": step.operation, "payload": step.payload} for step in steps]}
-    return _execute(actor=actor, flag=flag, operation=Op.BATCH, payload=payload, rationale=rationale)
+        operation, payload = steps[0].operation, steps[0].payload
+    else:
+        operation = Op.BATCH
+        payload = {"steps": [{"operation": step.operation, "payload": step.payload} for step in steps]}
+    return _execute(actor=actor, flag=flag, operation=operation, payload=payload, rationale=rationale,
+                    expected_version=expected_version)
 
 
 def _op_batch(flag: Flag, payload: dict[str, Any], actor: Actor) -> list[_Effect]:

@@ -367,3 +367,19 @@ def test_flag_update__same_values__no_new_version_and_no_audit() -> None:
     assert outcome.applied and outcome.audit_actions == [] and flag.version == 1
     assert not AuditEntry.objects.exists()
     assert not Revision.objects.exists()
+
+
+def test_flag_change__flag_moved_past_expected_version__stale_and_nothing_applied() -> None:
+    # Given a flag someone changed after the caller loaded it at version 1
+    flag = FlagFactory(name="Loaded")
+    writer = actor("WRITE")
+    services.flag_update(actor=writer, flag=flag, changes={"description": "meanwhile"})
+    # When the caller saves what it decided at version 1
+    with pytest.raises(Conflict) as caught:
+        services.flag_change(actor=writer, flag=flag, steps=[services.update_step({"name": "Mine"})],
+                             expected_version=1)
+    # Then it is refused and the other change stands alone
+    assert caught.value.code == "stale"
+    flag.refresh_from_db()
+    assert (flag.name, flag.version) == ("Loaded", 2)
+    assert AuditEntry.objects.count() == 1
