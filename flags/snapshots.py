@@ -118,6 +118,7 @@ def publish(environment: str) -> Document:
     cache.set(_body_key(environment, document.etag), document, timeout=ETAG_TTL_SECONDS * 2)
     cache.set(_etag_key(environment), document.etag, timeout=ETAG_TTL_SECONDS)
     _etag_seen.pop(environment, None)
+    _local[environment] = document
     return document
 
 
@@ -128,18 +129,8 @@ def current_etag(environment: str) -> str | None:
 
 
 def document(environment: str) -> Document:
-    etag = current_etag(environment)
-    if etag is not None:
-        cached = _local.get(environment)
-        if cached is not None and cached.etag == etag:
-            return cached
-        found: Document | None = cache.get(_body_key(environment, etag))
-        if found is not None:
-            _local[environment] = found
-            return found
-    found = publish(environment)
-    _local[environment] = found
-    return found
+    """The published snapshot; built from the database only when the cache has none."""
+    return document_if_cached(environment) or publish(environment)
 
 
 # Compiled snapshots per process, keyed by environment and checked against the ETag.
