@@ -26,6 +26,20 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def create_app_permissions(apps: Any, *labels: str) -> None:
+    """Make the permissions of these apps now, inside a migration (Django makes them only
+    after migrate ends), so that role groups can be given them in the same migration."""
+    from django.contrib.auth.management import create_permissions
+
+    # Apps without models (experiments, for now) have no config in a migration's state.
+    for config in apps.get_app_configs():
+        if config.label not in labels:
+            continue
+        config.models_module = True
+        create_permissions(config, verbosity=0)
+        config.models_module = None
+
+
 def sync_role_groups(group_model: Any, permission_model: Any) -> None:
     """Create the role groups and give them their permissions (idempotent)."""
     for role in ROLES:

@@ -2,19 +2,13 @@
 
 from typing import Any
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from accounts.roles import MANAGED_APPS, sync_role_groups
+from accounts.roles import MANAGED_APPS, create_app_permissions, sync_role_groups
 
 
 def create_roles(apps: Any, schema_editor: Any) -> None:
-    # Permissions are normally made after migrate; the groups need them now.
-    for app_config in apps.get_app_configs():
-        if app_config.label in (*MANAGED_APPS, "auth"):
-            app_config.models_module = True
-            create_permissions(app_config, verbosity=0)
-            app_config.models_module = None
+    create_app_permissions(apps, *MANAGED_APPS, "auth")
     sync_role_groups(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
 
 

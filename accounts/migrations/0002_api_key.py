@@ -6,19 +6,15 @@ from typing import Any
 import django.db.models.deletion
 import django.utils.timezone
 from django.conf import settings
-from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
 
-from accounts.roles import sync_role_groups
+from accounts.roles import create_app_permissions, sync_role_groups
 
 
 def resync_roles(apps: Any, schema_editor: Any) -> None:
     # The ApiKey permissions exist only after this migration's CreateModel: make them now
     # so that the ADMIN group carries them.
-    config = apps.get_app_config("accounts")
-    config.models_module = True
-    create_permissions(config, verbosity=0)
-    config.models_module = None
+    create_app_permissions(apps, "accounts")
     sync_role_groups(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
 
 
