@@ -1063,14 +1063,16 @@ class FieldChange:
     after: Any
     changed: bool
     lines: list[tuple[str, str]] | None = None  # a line diff for JSON objects and lists
+    present_before: bool = True  # false on the side of an added or removed rule
+    present_after: bool = True
 
     @property
     def before_text(self) -> str:
-        return _display(self.before)
+        return _display(self.before) if self.present_before else "-"
 
     @property
     def after_text(self) -> str:
-        return _display(self.after)
+        return _display(self.after) if self.present_after else "-"
 
 
 @dataclass
@@ -1101,13 +1103,16 @@ def line_diff(before: Any, after: Any) -> list[tuple[str, str]]:
     return lines
 
 
-def _field_changes(before: dict[str, Any], after: dict[str, Any], names: Iterable[str]) -> list[FieldChange]:
+def _field_changes(
+    before: dict[str, Any], after: dict[str, Any], names: Iterable[str], *, present_before: bool = True,
+    present_after: bool = True,
+) -> list[FieldChange]:
     changes = []
     for name in names:
         old, new = before.get(name), after.get(name)
         changed = old != new
         lines = line_diff(old, new) if changed and isinstance(old or new, (dict, list)) else None
-        changes.append(FieldChange(name, old, new, changed, lines))
+        changes.append(FieldChange(name, old, new, changed, lines, present_before, present_after))
     return changes
 
 
@@ -1124,7 +1129,8 @@ def change_request_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[s
         old = old_rules.get(rule_id)
         title = f"{rule.get('type')} (priority {rule.get('priority')})"
         if old is None:
-            rules.append(RuleChange("added", rule_id, title, _field_changes({}, rule, RULE_DISPLAY_FIELDS)))
+            rules.append(RuleChange("added", rule_id, title,
+                                    _field_changes({}, rule, RULE_DISPLAY_FIELDS, present_before=False)))
         elif old != rule:
             rules.append(RuleChange("changed", rule_id, title, _field_changes(old, rule, RULE_DISPLAY_FIELDS)))
         else:
@@ -1132,7 +1138,8 @@ def change_request_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[s
     for rule_id, rule in old_rules.items():
         if rule_id not in new_rules:
             title = f"{rule.get('type')} (priority {rule.get('priority')})"
-            rules.append(RuleChange("removed", rule_id, title, _field_changes(rule, {}, RULE_DISPLAY_FIELDS)))
+            rules.append(RuleChange("removed", rule_id, title,
+                                    _field_changes(rule, {}, RULE_DISPLAY_FIELDS, present_after=False)))
     order = {"removed": 0, "changed": 1, "added": 2, "unchanged": 3}
     rules.sort(key=lambda change: order[change.kind])
     fields = _field_changes(before, after, flag_names)

@@ -129,6 +129,21 @@ def test_page__rule_change__added_removed_changed_with_json_lines(login: Any, wr
     assert 'class="ff-line-add"' in response.content.decode()
 
 
+def test_page__rule_added_and_removed__absent_side_shown_as_dash(login: Any, writer: Any, flag: Flag) -> None:
+    old = flag.rules.get()
+    steps = [services.rule_delete_step(old.pk),
+             services.rule_create_step(type="vehicle_target", priority=40, conditions={"regions": ["eu-west"]})]
+    request = services.flag_change(actor=Actor.for_user(writer), flag=flag, steps=steps, rationale="r").change_request
+    response = login("SAFETY").get(url("change", request))
+    removed, added = response.context["ff_diff"]["rules"]
+    assert (removed.kind, added.kind) == ("removed", "added")
+    removed_priority = next(f for f in removed.fields if f.name == "priority")
+    added_priority = next(f for f in added.fields if f.name == "priority")
+    assert (removed_priority.before_text, removed_priority.after_text) == (str(old.priority), "-")
+    assert (added_priority.before_text, added_priority.after_text) == ("-", "40")
+    assert "<td><pre class=\"ff-pre\">-</pre></td><td><pre class=\"ff-pre\">40</pre></td>" in response.content.decode()
+
+
 def test_page__flag_changed_since__warns_approval_will_fail(login: Any, request_: ChangeRequest, flag: Flag) -> None:
     Flag.objects.filter(pk=flag.pk).update(version=5)
     response = login("SAFETY").get(url("change", request_))
