@@ -79,12 +79,6 @@ class Actor:
             ids |= {getattr(self.api_key, "user_id", None), getattr(self.api_key, "created_by_id", None)}
         return frozenset(i for i in ids if i is not None)
 
-    def same_person(self, other_user_id: int | None, other_api_key_id: int | None) -> bool:
-        """Whether this actor is (or acts for) the given requester."""
-        if self.user_id is not None and self.user_id == other_user_id:
-            return True
-        return self.api_key is not None and self.api_key.pk == other_api_key_id
-
 
 def client_ip(request: Any) -> str | None:
     # Behind a load balancer the first X-Forwarded-For hop is the client; the proxy is

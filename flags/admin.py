@@ -973,7 +973,7 @@ class ChangeRequestAdmin(NoWritesAdminMixin, _ChangeRequestAdminBase):  # decide
     def _decision_context(self, request: HttpRequest, obj: ChangeRequest) -> dict[str, Any]:
         actor = _actor(request)
         pending = obj.status == ChangeRequest.Status.PENDING
-        requester = actor.same_person(obj.requested_by_id, obj.requested_by_api_key_id)
+        requester = services.is_requester(actor, obj)
         safety = permissions.can_approve(actor)
         flag = obj.flag
         why_not = ""

@@ -633,7 +633,7 @@ def _check_decidable(request: ChangeRequest, actor: Actor) -> None:
         raise Conflict(f"change request {request.pk} is {request.status} already", code="already_decided")
     if not permissions.can_approve(actor):
         raise PermissionDenied("only SAFETY engineers decide change requests to ASIL-D flags")
-    if _is_requester(actor, request):
+    if is_requester(actor, request):
         raise PermissionDenied("the requester cannot decide their own change request: a second person must")
 
 
@@ -646,9 +646,9 @@ def _requester_person_ids(request: ChangeRequest) -> frozenset[int]:
     return frozenset(i for i in ids if i is not None)
 
 
-def _is_requester(actor: Actor, request: ChangeRequest) -> bool:
-    """The same key, or any person behind the request (user, key owner, key creator)."""
-    if actor.same_person(request.requested_by_id, request.requested_by_api_key_id):
+def is_requester(actor: Actor, request: ChangeRequest) -> bool:
+    """The same API key, or any person behind the request (user, key owner, key creator)."""
+    if actor.api_key is not None and actor.api_key.pk == request.requested_by_api_key_id:
         return True
     return not actor.person_ids.isdisjoint(_requester_person_ids(request))
 
@@ -707,7 +707,7 @@ def change_request_withdraw(*, actor: Actor, change_request: ChangeRequest | int
         request = _lock_request(change_request)
         if request.status != ChangeRequest.Status.PENDING:
             raise Conflict(f"change request {request.pk} is {request.status} already", code="already_decided")
-        if not _is_requester(actor, request):
+        if not is_requester(actor, request):
             raise PermissionDenied("only the requester can withdraw a change request")
         request.status = ChangeRequest.Status.WITHDRAWN
         request.decided_at = timezone.now()

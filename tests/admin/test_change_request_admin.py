@@ -117,6 +117,20 @@ def test_page__requester__no_decision_buttons_but_withdraw(login: Any, request_:
     assert "Only SAFETY engineers approve" in html
 
 
+def test_page__creator_of_the_requesting_key__no_approve_button(login: Any, flag: Flag) -> None:
+    # Given a request made through an unbound key that a SAFETY+ADMIN engineer created
+    from accounts.models import ApiKey
+
+    client = login("SAFETY,ADMIN")
+    key = ApiKey.objects.create(name="script", key_prefix="crkey001", key_hash="1" * 64, role="ADMIN",
+                                created_by=client.user)
+    request = services.flag_update(actor=Actor.for_api_key(key), flag=flag, changes={"name": "via key"},
+                                   rationale="r").change_request
+    # Then the engineer is the requester: the page offers no decision, as the service would refuse it
+    html = client.get(url("change", request)).content.decode()
+    assert 'id="ff-approve"' not in html and 'id="ff-reject"' not in html
+
+
 def test_page__rule_change__added_removed_changed_with_json_lines(login: Any, writer: Any, flag: Flag) -> None:
     rule = flag.rules.get()
     request = services.rule_update(actor=Actor.for_user(writer), flag=flag, rule_id=rule.pk,
