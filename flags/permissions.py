@@ -61,8 +61,10 @@ def owner_change_problem(actor: Actor, old_team: Any, new_team: Any) -> str | No
 
 
 def set_owner_permissions(flag: Flag, old_team: Any, new_team: Any) -> None:
-    """Keep guardian's object permission in step with the owning team."""
-    if old_team is not None and old_team != new_team:
+    """Keep guardian's object permission in step with the owning team (nothing to do when it stays)."""
+    if old_team == new_team:
+        return
+    if old_team is not None:
         remove_perm(CHANGE_FLAG, old_team, flag)
     if new_team is not None:
         assign_perm(CHANGE_FLAG, new_team, flag)
