@@ -15,8 +15,8 @@ from django.http import HttpRequest
 
 from accounts import services
 from accounts.models import ApiKey
-from audit.context import Actor
-from flags.errors import ServiceError
+from core.actors import Actor
+from core.errors import ServiceError
 
 
 class ApiKeyCreateForm(forms.ModelForm):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from audit.context import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, ROLES
+from core.actors import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, ROLES
 
 MANAGED_APPS = ("flags", "vehicles", "experiments", "audit", "accounts")
 

@@ -15,8 +15,8 @@ from django.utils import timezone
 from accounts import keys
 from accounts.models import ApiKey
 from audit import services as audit
-from audit.context import ROLE_ADMIN, ROLES, Actor
-from flags.errors import Conflict, NotFound, PermissionDenied
+from core.actors import ROLE_ADMIN, ROLES, Actor
+from core.errors import Conflict, NotFound, PermissionDenied
 
 User = get_user_model()
 

@@ -29,7 +29,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from audit import services
 from audit.models import AuditEntry
-from fleetflag.admin_base import NoWritesAdminMixin
+from core.admin import NoWritesAdminMixin
 
 if TYPE_CHECKING:
     _AuditAdminBase = admin.ModelAdmin[AuditEntry]

@@ -14,9 +14,8 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from audit import services
-from flags.api.exceptions import ApiError
-from flags.api.serializers import AuditEntrySerializer, ErrorSerializer, PaginatedAuditEntrySerializer
-from flags.api.views import Pagination
+from audit.serializers import AuditEntrySerializer, PaginatedAuditEntrySerializer
+from core.http.api import ErrorSerializer, Pagination, invalid
 
 FORMATS = ("json", "csv", "jsonl")
 
@@ -30,8 +29,7 @@ def _when(request: Request, name: str) -> datetime | None:
     except ValueError:
         value = None
     if value is None:
-        message = "an ISO 8601 date-time, e.g. 2026-11-23T08:00:00Z"
-        raise ApiError(400, "validation_error", f"{name}: {message}", fields={name: [message]})
+        raise invalid(name, "an ISO 8601 date-time, e.g. 2026-11-23T08:00:00Z")
     return make_aware(value) if is_naive(value) else value
 
 
@@ -61,8 +59,7 @@ class AuditLogView(APIView):
     def get(self, request: Request) -> Any:
         fmt = request.query_params.get("format", "json") or "json"
         if fmt not in FORMATS:
-            message = f"one of {', '.join(FORMATS)}"
-            raise ApiError(400, "validation_error", f"format: {message}", fields={"format": [message]})
+            raise invalid("format", f"one of {', '.join(FORMATS)}")
         entries = services.filter_entries(
             since=_when(request, "since"),
             until=_when(request, "until"),

@@ -27,8 +27,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
-from audit.context import Actor
 from audit.models import GENESIS_HASH, RETENTION_YEARS, AuditAnchor, AuditEntry, ChainHead
+from core.actors import Actor
 
 
 def _plain_json(value: Any) -> Any:

@@ -13,12 +13,12 @@ import django
 def main() -> None:
     django.setup()
     from accounts.services import api_key_create
-    from audit.context import Actor
+    from core.actors import Actor
     from flags import services
-    from vehicles.models import Vehicle
+    from vehicles.services import vehicle_upsert
 
     system = Actor.for_system("bench setup")
-    Vehicle.objects.create(vin="KMHBENCH000000001", model="ev6", sw_version="2.5.0", region="eu-west")
+    vehicle_upsert(vin="KMHBENCH000000001", model="ev6", sw_version="2.5.0", region="eu-west")
     for i in range(100):
         key = f"bench.flag-{i:03d}"
         services.flag_create(actor=system, key=key, name=f"Bench flag {i}", type="boolean", default_value=False,

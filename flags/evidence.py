@@ -21,8 +21,9 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.models import AuditAnchor, AuditEntry, ChainHead
-from flags import snapshots
-from flags.models import ChangeRequest, Flag, Rule, RuleType, SafetyLevel
+from flags import actions, diff, selectors, snapshots
+from flags.actions import FlagAction
+from flags.models import ChangeRequest, Flag, Rule, SafetyLevel
 
 REPORT_FORMAT = "fleetflag.safety-evidence/1"
 _VALUE_LIMIT = 160
@@ -32,23 +33,6 @@ KILL_SWITCH_DELIVERY_NOTE = (
     "vehicle websocket. Vehicles are not connected yet, so this report states no delivery figures."
 )
 
-_ACTION_LABELS = {
-    "CREATE_FLAG": "Flag created",
-    "UPDATE_FLAG": "Flag updated",
-    "ENABLE_FLAG": "Flag enabled",
-    "DISABLE_FLAG": "Flag disabled",
-    "ARCHIVE_FLAG": "Flag archived",
-    "DELETE_FLAG": "Flag deleted",
-    "CREATE_RULE": "Rule created",
-    "UPDATE_RULE": "Rule updated",
-    "DELETE_RULE": "Rule deleted",
-    "KILL_SWITCH": "Kill switch engaged",
-    "LIFT_KILL_SWITCH": "Kill switch lifted",
-    "REQUEST_CHANGE": "Change requested",
-    "APPROVE_CHANGE": "Change request approved",
-    "REJECT_CHANGE": "Change request rejected",
-    "WITHDRAW_CHANGE": "Change request withdrawn",
-}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -58,40 +42,6 @@ def _iso(value: datetime | None) -> str | None:
 def _show(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     return text if len(text) <= _VALUE_LIMIT else text[: _VALUE_LIMIT - 1] + "…"
-
-
-def _diff(before: Any, after: Any, prefix: str = "") -> list[dict[str, Any]]:
-    """Field by field what differs between two states (rules matched by id)."""
-    if not isinstance(before, dict) or not isinstance(after, dict):
-        return [] if before == after else [{"field": prefix or "value", "before": before, "after": after}]
-    changes: list[dict[str, Any]] = []
-    for name in sorted(set(before) | set(after)):
-        if name == "version":  # bumped by every change; the diff says what the change was
-            continue
-        old, new = before.get(name), after.get(name)
-        if old == new:
-            continue
-        field = f"{prefix}{name}"
-        if name == "rules" and isinstance(old, list) and isinstance(new, list):
-            changes.extend(_rules_diff(old, new))
-        else:
-            changes.append({"field": field, "before": old, "after": new})
-    return changes
-
-
-def _rules_diff(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    old = {rule.get("id"): rule for rule in before}
-    new = {rule.get("id"): rule for rule in after}
-    changes: list[dict[str, Any]] = []
-    for rule_id in sorted(set(old) | set(new), key=lambda value: (value is None, value or 0)):
-        label = f"rule #{rule_id}" if rule_id is not None else "new rule"
-        if rule_id not in new:
-            changes.append({"field": label, "before": old[rule_id], "after": None})
-        elif rule_id not in old:
-            changes.append({"field": label, "before": None, "after": new[rule_id]})
-        else:
-            changes.extend(_diff(old[rule_id], new[rule_id], prefix=f"{label}."))
-    return changes
 
 
 def _describe(changes: list[dict[str, Any]]) -> str:
@@ -107,8 +57,7 @@ def _describe(changes: list[dict[str, Any]]) -> str:
 
 
 def _kill_engaged(state: Any) -> bool:
-    rules = state.get("rules", []) if isinstance(state, dict) else []
-    return any(rule.get("type") == RuleType.KILL_SWITCH and rule.get("enabled") for rule in rules)
+    return selectors.is_killed(state.get("rules", []) if isinstance(state, dict) else [])
 
 
 def _object_label(entry: AuditEntry) -> str:
@@ -119,7 +68,7 @@ def _change(entry: AuditEntry) -> dict[str, Any]:
     """One audit entry as the report lists it: what happened, by whom, what it changed."""
     before, after = entry.before, entry.after
     if entry.action == "REQUEST_CHANGE" and isinstance(after, dict):
-        changes = _diff(before, after.get("proposed"))
+        changes = diff.changes(before, after.get("proposed"))
         summary = f"requests {after.get('operation')}: {_describe(changes)}"
     elif entry.action == "APPROVE_CHANGE":
         changes = []
@@ -131,8 +80,8 @@ def _change(entry: AuditEntry) -> dict[str, Any]:
     elif entry.action == "WITHDRAW_CHANGE":
         changes = []
         summary = f"withdrew CR-{entry.change_request_id}"
-    elif entry.action == "KILL_SWITCH":
-        changes = _diff(before, after) if before is not None else []
+    elif entry.action == FlagAction.KILL_SWITCH:
+        changes = diff.changes(before, after) if before is not None else []
         reason = ((after or {}).get("conditions") or {}).get("reason", "")
         summary = f"kill switch engaged: {reason}"
     elif before is None and isinstance(after, dict):
@@ -145,13 +94,13 @@ def _change(entry: AuditEntry) -> dict[str, Any]:
         summary = f"{_object_label(entry)} deleted (was {_show(before)})"
     else:
         prefix = f"{_object_label(entry)}." if entry.object_type == "rule" else ""
-        changes = _diff(before, after, prefix=prefix)
+        changes = diff.changes(before, after, prefix=prefix)
         summary = _describe(changes) or "no field changed"
     return {
         "seq": entry.seq,
         "time": _iso(entry.created_at),
         "action": entry.action,
-        "action_label": _ACTION_LABELS.get(entry.action, entry.action.replace("_", " ").capitalize()),
+        "action_label": actions.label(entry.action),
         "actor": entry.actor,
         "actor_type": entry.actor_type,
         "object": f"{entry.object_type} {entry.object_id}".strip(),
@@ -182,8 +131,8 @@ def _change_request(request: ChangeRequest, audit_seqs: list[int]) -> dict[str, 
         "withdrawn_by": request.decided_by_label if request.status == ChangeRequest.Status.WITHDRAWN else None,
         "decided_at": _iso(request.decided_at),
         "decision_comment": request.decision_comment if decided else "",
-        "changes": _diff(request.before, request.after),
-        "summary": _describe(_diff(request.before, request.after)),
+        "changes": diff.changes(request.before, request.after),
+        "summary": _describe(diff.changes(request.before, request.after)),
         "content_hash": request.content_hash,
         "content_intact": request.compute_content_hash() == request.content_hash,
         "audit_seqs": audit_seqs,
@@ -194,11 +143,11 @@ def _kill_switch_events(entries: list[AuditEntry], requests: dict[int, ChangeReq
     events = []
     for entry in entries:
         request = requests.get(entry.change_request_id) if entry.change_request_id else None
-        if entry.action == "KILL_SWITCH":
+        if entry.action == FlagAction.KILL_SWITCH:
             reason = ((entry.after or {}).get("conditions") or {}).get("reason", "")
             events.append({"event": "engaged", "seq": entry.seq, "time": _iso(entry.created_at),
                            "actor": entry.actor, "reason": reason, "change_request_id": None})
-        elif entry.action == "LIFT_KILL_SWITCH":
+        elif entry.action == FlagAction.LIFT_KILL_SWITCH:
             events.append({
                 "event": "lifted", "seq": entry.seq, "time": _iso(entry.created_at), "actor": entry.actor,
                 "reason": request.rationale if request is not None else "",
@@ -253,7 +202,7 @@ def build_report(flag: Flag) -> dict[str, Any]:
     for entry in entries:
         if entry.change_request_id is not None:
             seqs_by_request.setdefault(entry.change_request_id, []).append(entry.seq)
-    killed = any(rule.type == RuleType.KILL_SWITCH and rule.enabled for rule in rules)
+    killed = selectors.is_killed(rules)
     if flag.archived_at is not None:
         state = "archived"
     elif killed:

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
 from agent_client.rules import VIN_RE
-from audit.context import ROLES, Actor
+from core.actors import ROLES, Actor
 from flags.models import Flag, Rule
 
 if TYPE_CHECKING:

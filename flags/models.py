@@ -17,6 +17,7 @@ from django.db import models
 from django.utils import timezone
 
 from agent_client.rules import validate_rule, value_type_error
+from core.environments import Environment
 
 FLAG_KEY_PATTERN = r"^[a-z][a-z0-9_.-]{1,99}$"
 
@@ -36,12 +37,6 @@ class SafetyLevel(models.TextChoices):
 
 
 SAFETY_ORDER = {level: rank for rank, level in enumerate(SafetyLevel.values)}
-
-
-class Environment(models.TextChoices):
-    DEVELOPMENT = "development", "Development"
-    STAGING = "staging", "Staging"
-    PRODUCTION = "production", "Production"
 
 
 class RuleType(models.TextChoices):

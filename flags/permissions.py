@@ -6,7 +6,7 @@ from typing import Any
 
 from guardian.shortcuts import assign_perm, remove_perm
 
-from audit.context import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, ROLES, Actor
+from core.actors import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, ROLES, Actor
 from flags.models import Flag
 
 CHANGE_FLAG = "flags.change_flag"

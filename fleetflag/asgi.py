@@ -7,7 +7,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from flags.api.asgi import hot_lane  # noqa: E402
+from core.http.lane import hot_lane  # noqa: E402
 from fleetflag import daphne_reaper  # noqa: E402
 from fleetflag.routing import websocket_urlpatterns  # noqa: E402
 

@@ -1,10 +1,14 @@
-"""Probes: ``/healthz`` says the process lives; ``/readyz`` checks database, cache and ClickHouse."""
+"""Probes and metrics: ``/healthz`` says the process lives; ``/readyz`` checks database, cache and
+ClickHouse; ``/metrics`` is the Prometheus text."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from core import metrics
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -34,3 +38,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
             checks["analytics"] = f"error: {exc.__class__.__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``/metrics``: the shared request and evaluation counters, and the flag gauges."""
+    from flags import selectors
+
+    token = getattr(settings, "METRICS_TOKEN", "")
+    if token and request.headers.get("Authorization", "") != f"Bearer {token}":
+        return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+    return HttpResponse(metrics.render(selectors.gauges()), content_type="text/plain; version=0.0.4; charset=utf-8")

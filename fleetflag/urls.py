@@ -7,16 +7,20 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from flags.api.exceptions import error_body
+from audit import urls as audit_urls
+from core.http.errors import error_body
+from flags.api import urls as flags_urls
 from flags.api.urls import ofrep_urlpatterns
-from fleetflag import health, metrics
+from fleetflag import health
+from vehicles import urls as vehicles_urls
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="metrics"),
-    path("api/v1/", include("flags.api.urls", namespace="api")),
+    path("metrics", health.metrics_view, name="metrics"),
+    # One v1 router: each app routes its own part of /api/v1/.
+    path("api/v1/", include(([*flags_urls.urlpatterns, *vehicles_urls.urlpatterns, *audit_urls.urlpatterns], "api"))),
     path("ofrep/v1/", include((ofrep_urlpatterns, "ofrep"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

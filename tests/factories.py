@@ -8,7 +8,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from audit.context import Actor
+from core.actors import Actor
 from flags.models import Flag, Rule
 from vehicles.models import Vehicle
 

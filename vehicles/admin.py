@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from django.contrib import admin
 
-from fleetflag.admin_base import NoWritesAdminMixin
+from core.admin import NoWritesAdminMixin
 from vehicles.models import Vehicle
 
 if TYPE_CHECKING:

@@ -26,13 +26,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import ALL_ROLES
 from agent_client.evaluator import ERROR, FLAG_NOT_FOUND, KILL_SWITCH, Resolution
 from agent_client.rules import VIN_RE
-from flags import snapshots
-from flags.api.hot import ENVIRONMENTS, etag_matches, vehicle_info
-from flags.api.permissions import ALL_ROLES
-from flags.api.serializers import AnyJSONField, ErrorSerializer
-from fleetflag import metrics
+from core import metrics
+from core.http.api import AnyJSONField, ErrorSerializer
+from flags import selectors, snapshots
+from flags.api.hot import etag_matches
 
 _SCALAR = (str, int, float, bool, type(None))
 
@@ -90,16 +90,10 @@ def _target(request: Request) -> tuple[str, dict[str, Any], str]:
     if bad:
         raise _Invalid("INVALID_CONTEXT", f"context attributes must be flat values; not: {', '.join(bad)}")
     requested = attributes.pop("environment", None)
-    if requested is not None and (not isinstance(requested, str) or requested not in ENVIRONMENTS):
-        raise _Invalid("INVALID_CONTEXT", f"environment must be one of {', '.join(sorted(ENVIRONMENTS))}")
-    registered = vehicle_info(vin)
-    if registered is None:
-        return vin, attributes, requested or "production"
-    environment = registered.pop("environment")
-    for name, value in registered.items():
-        if attributes.get(name) is None:
-            attributes[name] = value
-    return vin, attributes, environment
+    if requested is not None and (not isinstance(requested, str) or requested not in selectors.ENVIRONMENTS):
+        raise _Invalid("INVALID_CONTEXT", f"environment must be one of {', '.join(sorted(selectors.ENVIRONMENTS))}")
+    target = selectors.resolve_input(vin, attributes, requested)
+    return vin, target.context, target.environment
 
 
 def _success(result: Resolution, environment: str, snapshot_version: int) -> dict[str, Any]:

@@ -5,36 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agent_client.rules import VIN_RE
+from core.http.api import AnyJSONField, paginated
+from flags import selectors
 from flags.models import FLAG_KEY_PATTERN, ChangeRequest, Environment, Flag, FlagType, Rule, RuleType, SafetyLevel
-
-ANY_JSON = OpenApiTypes.ANY
-
-
-@extend_schema_field(ANY_JSON)
-class AnyJSONField(serializers.JSONField):
-    """Any JSON value (null included): flag values depend on the flag's type."""
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable, e.g. validation_error, invalid_api_key, stale, rate_limited.")
-    message = serializers.CharField()
-    fields = serializers.DictField(  # type: ignore[assignment]  # the error's "fields", not DRF's
-        child=serializers.ListField(child=serializers.CharField()), required=False,
-        help_text="Per field, what is wrong (validation errors).")
-    request_id = serializers.CharField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
-
 
 # -- flags and rules ---------------------------------------------------------------------------
 
@@ -70,7 +46,7 @@ class FlagSerializer(serializers.ModelSerializer):
         return flag.archived_at is not None
 
     def get_kill_switch_engaged(self, flag: Flag) -> bool:
-        return any(r.type == RuleType.KILL_SWITCH and r.enabled for r in flag.rules.all())
+        return selectors.is_killed(flag.rules.all())
 
 
 class FlagCreateSerializer(serializers.Serializer):
@@ -252,61 +228,5 @@ class BatchResponseSerializer(serializers.Serializer):
     flags = serializers.DictField(child=BatchEntrySerializer())
 
 
-# -- audit -------------------------------------------------------------------------------------------
-
-
-class AuditEntrySerializer(serializers.Serializer):
-    seq = serializers.IntegerField()
-    created_at = serializers.DateTimeField()
-    actor_type = serializers.CharField()
-    actor = serializers.CharField()
-    user_id = serializers.IntegerField(allow_null=True)
-    api_key_id = serializers.IntegerField(allow_null=True)
-    action = serializers.CharField()
-    flag_key = serializers.CharField()
-    flag_id = serializers.IntegerField(allow_null=True)
-    object_type = serializers.CharField()
-    object_id = serializers.CharField()
-    change_request_id = serializers.IntegerField(allow_null=True)
-    before = AnyJSONField(allow_null=True)
-    after = AnyJSONField(allow_null=True)
-    ip = serializers.CharField(allow_null=True)
-    user_agent = serializers.CharField()
-    request_id = serializers.CharField()
-    prev_hash = serializers.CharField()
-    hash = serializers.CharField()
-
-
-def paginated(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
-    """The page envelope of a list, for the schema: {count, next, previous, results}."""
-    fields = {
-        "count": serializers.IntegerField(),
-        "next": serializers.URLField(allow_null=True),
-        "previous": serializers.URLField(allow_null=True),
-        "results": item(many=True),
-    }
-    return type(name, (serializers.Serializer,), fields)
-
-
-class VehicleSerializer(serializers.Serializer):
-    """A registered vehicle as the API shows it: never its credential."""
-
-    vin = serializers.CharField()
-    model = serializers.CharField()
-    sw_version = serializers.CharField()
-    region = serializers.CharField()
-    environment = serializers.CharField()
-    status = serializers.CharField()
-    last_seen_at = serializers.DateTimeField(allow_null=True)
-    agent_version = serializers.CharField(allow_blank=True)
-    agent_memory_mb = serializers.FloatField(allow_null=True)
-    agent_cpu_percent = serializers.FloatField(allow_null=True)
-    cache_size_mb = serializers.FloatField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-
 PaginatedFlagSerializer = paginated(FlagSerializer, "PaginatedFlagList")
-PaginatedVehicleSerializer = paginated(VehicleSerializer, "PaginatedVehicleList")
 PaginatedChangeRequestSerializer = paginated(ChangeRequestSerializer, "PaginatedChangeRequestList")
-PaginatedAuditEntrySerializer = paginated(AuditEntrySerializer, "PaginatedAuditEntryList")

@@ -1,13 +1,11 @@
-"""``/api/v1/`` routes (namespace ``api``) and OFREP's ``/ofrep/v1/``."""
+"""Flags' ``/api/v1/`` routes (included by ``fleetflag.urls`` in the ``api`` namespace) and OFREP's
+``/ofrep/v1/``."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from audit.api import AuditLogView
 from flags.api import hot, ofrep, views
-
-app_name = "api"
 
 urlpatterns = [
     path("flags/", views.FlagListView.as_view(), name="flag-list"),
@@ -24,10 +22,7 @@ urlpatterns = [
          name="change-request-withdraw"),
     path("evaluate/", hot.described(hot.evaluate, hot.EvaluateDoc), name="evaluate"),
     path("evaluate/batch/", hot.described(hot.evaluate_batch, hot.EvaluateBatchDoc), name="evaluate-batch"),
-    path("vehicles/", views.VehicleListView.as_view(), name="vehicle-list"),
-    path("vehicles/<str:vin>/", views.VehicleDetailView.as_view(), name="vehicle-detail"),
     path("vehicles/<str:vin>/sync/", hot.described(hot.vehicle_sync, hot.VehicleSyncDoc), name="vehicle-sync"),
-    path("audit-logs/", AuditLogView.as_view(), name="audit-logs"),
 ]
 
 ofrep_urlpatterns = [

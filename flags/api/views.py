@@ -3,92 +3,35 @@ answer. ASIL-D changes answer 202 with the change request the service made."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Q
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.context import ROLE_ADMIN, ROLE_WRITE, Actor
-from audit.models import AuditEntry
-from flags import services
+from accounts.codes import KeyCode
+from core.actors import ROLE_ADMIN, ROLE_WRITE, Actor
+from core.errors import NotFound
+from core.http.api import bool_param, choice_param, error_responses, page
+from flags import selectors, services
 from flags.api import serializers as s
-from flags.api.exceptions import ApiError
-from flags.errors import NotFound
-from flags.models import ChangeRequest, Environment, Flag, Rule, RuleType, SafetyLevel
+from flags.codes import FlagCode
+from flags.models import ChangeRequest, Environment, Rule, SafetyLevel
 from flags.services import Outcome
-from vehicles.models import Vehicle
-
-ACK_NOTE = "Acknowledgements arrive with the vehicle websocket; until then they are not counted (null)."
-
-
-class Pagination(PageNumberPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
 
 
 def actor_of(request: Request) -> Actor:
     return Actor.from_request(request)
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    descriptions = {
-        400: "Invalid input (code validation_error with fields, or parse_error)",
-        401: "No or invalid credentials (not_authenticated, invalid_api_key, api_key_expired, api_key_revoked)",
-        403: "Not allowed (permission_denied, csrf_failed)",
-        404: "Not found",
-        409: "Conflict (stale, expired, tampered, already_decided, archived, not_killed)",
-        413: "Body too large (payload_too_large)",
-        429: "Rate limited (rate_limited, Retry-After header)",
-    }
-    return {code: OpenApiResponse(s.ErrorSerializer, description=descriptions[code]) for code in codes}
+def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return error_responses(*statuses, codes=[KeyCode, FlagCode])
 
 
 READ_ERRORS = (401, 403, 404, 429)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 429)
-
-BOOL_CHOICES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _bool_param(request: Request, name: str) -> bool | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    value = BOOL_CHOICES.get(raw.lower())
-    if value is None:
-        raise ApiError(400, "validation_error", f"{name}: expected true or false",
-                       fields={name: ["expected true or false"]})
-    return value
-
-
-def _choice_param(request: Request, name: str, choices: list[str]) -> str | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw not in choices:
-        message = f"expected one of {', '.join(choices)}"
-        raise ApiError(400, "validation_error", f"{name}: {message}", fields={name: [message]})
-    return raw
-
-
-def flags_queryset() -> QuerySet[Flag]:
-    return Flag.objects.select_related("owner_team").prefetch_related(
-        Prefetch("rules", queryset=Rule.objects.order_by("-priority", "id"))
-    )
-
-
-def get_flag(key: str) -> Flag:
-    flag = flags_queryset().filter(key=key).first()
-    if flag is None:
-        raise NotFound(f"no flag {key}")
-    return flag
-
 
 def change_request_response(request: ChangeRequest) -> Response:
     return Response(s.ChangeRequestSerializer(request).data, status=status.HTTP_202_ACCEPTED,
@@ -96,7 +39,7 @@ def change_request_response(request: ChangeRequest) -> Response:
 
 
 def flag_response(flag_key: str, code: int = status.HTTP_200_OK) -> Response:
-    return Response(s.FlagSerializer(get_flag(flag_key)).data, status=code)
+    return Response(s.FlagSerializer(selectors.get_flag(flag_key)).data, status=code)
 
 
 ACCEPTED = OpenApiResponse(s.ChangeRequestSerializer, description="ASIL-D: held as a change request for approval")
@@ -122,24 +65,22 @@ class FlagListView(APIView):
         responses={200: s.PaginatedFlagSerializer, **_errors(400, 401, 403, 404, 429)},
     )
     def get(self, request: Request) -> Response:
-        flags = flags_queryset()
-        archived = _bool_param(request, "archived")
+        flags = selectors.flags_with_rules()
+        archived = bool_param(request, "archived")
         flags = flags.filter(archived_at__isnull=not archived)
-        environment = _choice_param(request, "environment", Environment.values)
+        environment = choice_param(request, "environment", Environment.values)
         if environment:
             flags = flags.filter(environment=environment)
-        enabled = _bool_param(request, "enabled")
+        enabled = bool_param(request, "enabled")
         if enabled is not None:
             flags = flags.filter(enabled=enabled)
-        level = _choice_param(request, "safety_level", SafetyLevel.values)
+        level = choice_param(request, "safety_level", SafetyLevel.values)
         if level:
             flags = flags.filter(safety_level=level)
         search = request.query_params.get("search", "").strip()
         if search:
             flags = flags.filter(Q(key__icontains=search) | Q(name__icontains=search) | Q(description__icontains=search))
-        paginator = Pagination()
-        page = paginator.paginate_queryset(flags.order_by("key"), request, view=self)
-        return paginator.get_paginated_response(s.FlagSerializer(page, many=True).data)
+        return page(request, self, flags.order_by("key"), s.FlagSerializer)
 
     @extend_schema(operation_id="flags_create", request=s.FlagCreateSerializer,
                    responses={201: s.FlagSerializer, **_errors(400, 401, 403, 413, 429)})
@@ -160,7 +101,7 @@ class FlagDetailView(APIView):
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         rationale = changes.pop("rationale", "")
-        current = services.flag_fields(get_flag(key))
+        current = services.flag_fields(selectors.get_flag(key))
         changes = {name: value for name, value in changes.items() if current.get(name) != value}
         if not changes:
             return flag_response(key)  # already so: nothing to change, nothing to approve
@@ -207,7 +148,7 @@ def _rule_answer(outcome: Outcome, code: int = status.HTTP_200_OK) -> Response:
 class RuleListView(APIView):
     @extend_schema(operation_id="rules_list", responses={200: s.RuleSerializer(many=True), **_errors(*READ_ERRORS)})
     def get(self, request: Request, key: str) -> Response:
-        flag = get_flag(key)
+        flag = selectors.get_flag(key)
         return Response(s.RuleSerializer(flag.rules.all(), many=True).data)
 
     @extend_schema(operation_id="rules_create", request=s.RuleCreateSerializer,
@@ -263,36 +204,11 @@ class RuleDetailView(APIView):
 # -- kill switch ------------------------------------------------------------------------------------
 
 
-def kill_switch_state(flag: Flag) -> dict[str, Any]:
-    rule = Rule.objects.filter(flag=flag, type=RuleType.KILL_SWITCH).order_by("-enabled", "id").first()
-    engaged = rule is not None and rule.enabled
-    engaged_at = engaged_by = None
-    if engaged and rule is not None:
-        entry = (AuditEntry.objects.filter(flag_id=flag.pk, action="KILL_SWITCH", object_id=str(rule.pk))
-                 .order_by("-seq").first())
-        engaged_at = entry.created_at if entry is not None else rule.updated_at
-        engaged_by = entry.actor if entry is not None else None
-    return {
-        "flag_key": flag.key,
-        "engaged": engaged,
-        "reason": (rule.conditions or {}).get("reason") if engaged and rule is not None else None,
-        "rule_id": rule.pk if engaged and rule is not None else None,
-        "engaged_at": engaged_at,
-        "engaged_by": engaged_by,
-        "flag_version": flag.version,
-        "delivery": {
-            "targeted_vehicles": Vehicle.objects.filter(environment=flag.environment).count(),
-            "acknowledged": None,
-            "note": ACK_NOTE,
-        },
-    }
-
-
 class KillSwitchView(APIView):
     @extend_schema(operation_id="kill_switch_state",
                    responses={200: s.KillSwitchStateSerializer, **_errors(*READ_ERRORS)})
     def get(self, request: Request, key: str) -> Response:
-        return Response(s.KillSwitchStateSerializer(kill_switch_state(get_flag(key))).data)
+        return Response(s.KillSwitchStateSerializer(selectors.kill_switch_state(selectors.get_flag(key))).data)
 
     @extend_schema(
         operation_id="kill_switch_engage", request=s.KillSwitchEngageSerializer,
@@ -306,7 +222,7 @@ class KillSwitchView(APIView):
         data.is_valid(raise_exception=True)
         outcome = services.kill_switch_engage(actor=actor_of(request), flag=key, reason=data.validated_data["reason"])
         code = status.HTTP_201_CREATED if outcome.audit_actions else status.HTTP_200_OK
-        return Response(s.KillSwitchStateSerializer(kill_switch_state(outcome.flag)).data, status=code)
+        return Response(s.KillSwitchStateSerializer(selectors.kill_switch_state(outcome.flag)).data, status=code)
 
     @extend_schema(
         operation_id="kill_switch_lift", request=s.RationaleSerializer,
@@ -321,7 +237,7 @@ class KillSwitchView(APIView):
         outcome = services.kill_switch_lift(actor=actor_of(request), flag=key, rationale=rationale)
         if outcome.change_request is not None:
             return change_request_response(outcome.change_request)
-        return Response(s.KillSwitchStateSerializer(kill_switch_state(outcome.flag)).data)
+        return Response(s.KillSwitchStateSerializer(selectors.kill_switch_state(outcome.flag)).data)
 
 
 # -- change requests --------------------------------------------------------------------------------
@@ -349,29 +265,24 @@ class ChangeRequestListView(APIView):
         responses={200: s.PaginatedChangeRequestSerializer, **_errors(400, 401, 403, 404, 429)},
     )
     def get(self, request: Request) -> Response:
-        from django.utils import timezone
-
         requests = ChangeRequest.objects.select_related("flag")
-        wanted = _choice_param(request, "status", CR_STATUSES)
-        now = timezone.now()
+        wanted = choice_param(request, "status", CR_STATUSES)
         if wanted == "expired":
-            requests = requests.filter(status=ChangeRequest.Status.PENDING, expires_at__lte=now)
+            requests = selectors.expired_requests(requests)
         elif wanted == "pending":
-            requests = requests.filter(status=ChangeRequest.Status.PENDING, expires_at__gt=now)
+            requests = selectors.open_requests(requests)
         elif wanted:
             requests = requests.filter(status=wanted)
         flag_key = request.query_params.get("flag", "").strip()
         if flag_key:
             requests = requests.filter(flag__key=flag_key)
-        if _bool_param(request, "mine"):
+        if bool_param(request, "mine"):
             actor = actor_of(request)
             if actor.api_key is not None and actor.user is None:
                 requests = requests.filter(requested_by_api_key_id=actor.api_key.pk)
             else:
                 requests = requests.filter(requested_by_id=actor.user_id)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(requests.order_by("-requested_at", "-id"), request, view=self)
-        return paginator.get_paginated_response(s.ChangeRequestSerializer(page, many=True).data)
+        return page(request, self, requests.order_by("-requested_at", "-id"), s.ChangeRequestSerializer)
 
 
 class ChangeRequestDetailView(APIView):
@@ -395,7 +306,7 @@ class ChangeRequestApproveView(APIView):
                                                   comment=data.validated_data["comment"])
         return Response({
             "change_request": s.ChangeRequestSerializer(_change_request(pk)).data,
-            "flag": s.FlagSerializer(get_flag(outcome.flag.key)).data,
+            "flag": s.FlagSerializer(selectors.get_flag(outcome.flag.key)).data,
         })
 
 
@@ -416,53 +327,3 @@ class ChangeRequestWithdrawView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         services.change_request_withdraw(actor=actor_of(request), change_request=pk)
         return Response(s.ChangeRequestSerializer(_change_request(pk)).data)
-
-
-
-
-VEHICLE_STATUSES = ["online", "offline", "maintenance"]
-
-
-class VehicleListView(APIView):
-    """Registered vehicles, read-only here: registration arrives with the vehicle issue."""
-
-    @extend_schema(
-        operation_id="vehicles_list",
-        parameters=[
-            OpenApiParameter("environment", str, enum=list(Environment.values)),
-            OpenApiParameter("model", str),
-            OpenApiParameter("region", str),
-            OpenApiParameter("status", str, enum=VEHICLE_STATUSES),
-            OpenApiParameter("search", str, description="VIN prefix"),
-            OpenApiParameter("page", int),
-            OpenApiParameter("page_size", int),
-        ],
-        responses={200: s.PaginatedVehicleSerializer, **_errors(400, 401, 403, 404, 429)},
-    )
-    def get(self, request: Request) -> Response:
-        vehicles = Vehicle.objects.all()
-        environment = _choice_param(request, "environment", list(Environment.values))
-        if environment:
-            vehicles = vehicles.filter(environment=environment)
-        status_wanted = _choice_param(request, "status", VEHICLE_STATUSES)
-        if status_wanted:
-            vehicles = vehicles.filter(status=status_wanted)
-        for name in ("model", "region"):
-            value = request.query_params.get(name, "").strip()
-            if value:
-                vehicles = vehicles.filter(**{name: value})
-        search = request.query_params.get("search", "").strip().upper()
-        if search:
-            vehicles = vehicles.filter(vin__startswith=search)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(vehicles.order_by("vin"), request, view=self)
-        return paginator.get_paginated_response(s.VehicleSerializer(page, many=True).data)
-
-
-class VehicleDetailView(APIView):
-    @extend_schema(operation_id="vehicles_retrieve", responses={200: s.VehicleSerializer, **_errors(*READ_ERRORS)})
-    def get(self, request: Request, vin: str) -> Response:
-        vehicle = Vehicle.objects.filter(vin=vin.upper()).first()
-        if vehicle is None:
-            raise NotFound(f"no vehicle {vin}")
-        return Response(s.VehicleSerializer(vehicle).data)

@@ -55,9 +55,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Async-only and outermost: body limit, metrics, and the hot API paths (flags.api.middleware).
-    "flags.api.middleware.ApiEdgeMiddleware",
-    "fleetflag.middleware.RequestIdMiddleware",
+    # Async-only and outermost: body limit, metrics, and the hot API paths (core.http.edge).
+    "core.http.edge.ApiEdgeMiddleware",
+    "core.http.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -98,7 +98,7 @@ CLICKHOUSE_URL = os.environ.get("CLICKHOUSE_URL", "")
 
 if REDIS_URL:
     # Django's RedisCache opens a pool per backend object, i.e. per ASGI request: share them.
-    CACHES = {"default": {"BACKEND": "flags.api.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "core.redis.SharedPoolRedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -166,15 +166,14 @@ API_BATCH_CACHE_BYTES = int(os.environ.get("API_BATCH_CACHE_BYTES", str(16 * 102
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "flags.api.authentication.ApiKeyAuthentication",
-        "flags.api.authentication.StaffSessionAuthentication",
+        "accounts.authentication.ApiKeyAuthentication",
+        "accounts.authentication.StaffSessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["flags.api.permissions.ApiAccess"],
-    "DEFAULT_THROTTLE_CLASSES": ["flags.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.ApiAccess"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "flags.api.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "core.http.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "URL_FORMAT_OVERRIDE": None,  # ?format= belongs to the audit export
     "DATETIME_FORMAT": "iso-8601",

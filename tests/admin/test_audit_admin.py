@@ -13,8 +13,8 @@ from django.http import StreamingHttpResponse
 from django.urls import reverse
 
 from audit import services as audit
-from audit.context import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 from tests.factories import VehicleFactory
 
 pytestmark = pytest.mark.django_db

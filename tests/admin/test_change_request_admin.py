@@ -9,8 +9,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from audit.context import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 from flags import services
 from flags.models import ChangeRequest, Flag
 from tests.admin.conftest import ADMIN_IP, messages_of

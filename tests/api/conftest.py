@@ -9,18 +9,20 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from accounts import keys
+from accounts import keys, throttling
 from accounts.services import api_key_create
-from audit.context import Actor
-from flags.api import hot, throttling
-from fleetflag import metrics
+from core import metrics
+from core.actors import Actor
+from flags.api import hot
 from tests.factories import UserFactory
+from vehicles import selectors as vehicle_selectors
 
 
 @pytest.fixture(autouse=True)
 def _fresh_api_state() -> Any:
     keys.forget_local()
     throttling.forget_local()
+    vehicle_selectors.forget_local()
     hot.forget_local()
     metrics.reset()
     yield

@@ -11,7 +11,7 @@ import django
 def main() -> None:
     django.setup()
     from accounts.services import api_key_create
-    from audit.context import Actor
+    from core.actors import Actor
     from flags import services
     from vehicles.models import Vehicle
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 from accounts import keys
 from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_expire, api_key_revoke
-from audit.context import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 from flags.models import Flag
 from tests.api.conftest import Api, error
 from tests.factories import FlagFactory, UserFactory

@@ -1,4 +1,4 @@
-"""The hot lane (flags.api.asgi) through a real daphne: the same answers as the views give."""
+"""The hot lane (core.http.lane) through a real daphne: the same answers as the views give."""
 
 from __future__ import annotations
 

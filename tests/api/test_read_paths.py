@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent_client.bucketing import bucket
-from audit.context import Actor
+from core.actors import Actor
 from flags import services, snapshots
 from tests.api.conftest import Api, error
 from tests.factories import FlagFactory, RuleFactory, VehicleFactory
@@ -279,24 +279,35 @@ def test_evaluate_batch__same_question_after_change__new_answer(read_api: Api, o
     assert second["version"] > first["version"]
 
 
-def test_sync_not_modified__warm_caches__decides_304_and_counts_once(admin_api: Api) -> None:
+def _quick(raw: str, vin: str, if_none_match: str) -> Any:
+    """The lane's cache-only answer of vehicle sync, as ``core.http.lane.HotLane`` asks for it."""
+    from asgiref.sync import async_to_sync
+
     from flags.api import hot
 
+    headers = {b"authorization": f"Bearer {raw}".encode(), b"if-none-match": if_none_match.encode()}
+    return async_to_sync(hot.vehicle_sync.quick)(headers, {"vin": vin})
+
+
+def test_sync_quick__warm_caches__decides_304_and_counts_once(admin_api: Api) -> None:
     VehicleFactory(vin=VIN)
     FlagFactory(key="p.one")
     etag = admin_api.get(f"/api/v1/vehicles/{VIN}/sync/")["ETag"]
     # cold: anything not in this process's caches lets the view answer
-    assert hot.sync_not_modified(admin_api.raw or "", "KMHXX00XXXX000007", etag) is None
-    assert hot.sync_not_modified(admin_api.raw or "", VIN, '"other"') is None
-    assert hot.sync_not_modified("ffk_nothere0_" + "x" * 43, VIN, etag) is None
+    assert _quick(admin_api.raw or "", "KMHXX00XXXX000007", etag) is None
+    assert _quick(admin_api.raw or "", VIN, '"other"') is None
+    assert _quick("ffk_nothere0_" + "x" * 43, VIN, etag) is None
     # warm: a 304 with no rate limit reached
-    assert hot.sync_not_modified(admin_api.raw or "", VIN, etag) == (etag, None)
+    assert _quick(admin_api.raw or "", VIN, etag) == (304, [(b"ETag", etag.encode()), (b"Cache-Control", b"no-cache")], b"")
 
 
-def test_sync_not_modified__read_key__left_to_the_view(read_api: Api, admin_api: Api) -> None:
-    from flags.api import hot
+def test_sync_quick__read_key__refused_as_the_view_refuses(read_api: Api, admin_api: Api) -> None:
+    from core.http.errors import ApiError
 
     VehicleFactory(vin=VIN)
     etag = admin_api.get(f"/api/v1/vehicles/{VIN}/sync/")["ETag"]
     read_api.get("/api/v1/flags/")  # the READ key is now cached too
-    assert hot.sync_not_modified(read_api.raw or "", VIN, etag) is None
+    view_answer = read_api.get(f"/api/v1/vehicles/{VIN}/sync/", headers={"If-None-Match": etag})
+    with pytest.raises(ApiError) as refused:
+        _quick(read_api.raw or "", VIN, etag)
+    assert (refused.value.status_code, refused.value.error_code) == (403, view_answer.json()["error"]["code"])

@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 
 from audit import services
-from audit.context import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 
 SQLITE_GUARDS = {
     "audit_entry_no_update": "CREATE TRIGGER audit_entry_no_update BEFORE UPDATE ON audit_auditentry "

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from audit import services
-from audit.context import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 from tests.factories import FlagFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -6,8 +6,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from audit.models import AuditEntry
+from core.errors import Conflict, PermissionDenied
 from flags import services, snapshots
-from flags.errors import Conflict, PermissionDenied
 from flags.models import ChangeRequest, Flag, Revision, Rule
 from tests.factories import FlagFactory, RuleFactory, actor
 

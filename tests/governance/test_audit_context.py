@@ -6,8 +6,8 @@ import pytest
 from django.test import RequestFactory
 
 from audit import services as audit
-from audit.context import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 from flags import services
 from tests.factories import FlagFactory, UserFactory, actor
 

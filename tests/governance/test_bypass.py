@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from audit.context import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
+from core.errors import Conflict, PermissionDenied
 from flags import services
-from flags.errors import Conflict, PermissionDenied
 from flags.models import ChangeRequest, Flag, Rule
 from tests.factories import RuleFactory, UserFactory, actor
 from tests.governance.conftest import applied_entries, audit_trail, owned_flag, requests_of, state, team

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from audit.context import Actor
+from core.actors import Actor
 from flags import evidence, services
 from flags.models import Flag
 from tests.audit.conftest import triggers_off

@@ -12,9 +12,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from guardian.shortcuts import get_groups_with_perms
 
-from audit.context import Actor
+from core.actors import Actor
+from core.errors import PermissionDenied
 from flags import permissions, services
-from flags.errors import PermissionDenied
 from flags.models import Flag, Rule
 from tests.factories import RuleFactory, UserFactory, actor
 from tests.governance.conftest import audit_trail, owned_flag, state, team

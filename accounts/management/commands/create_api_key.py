@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import ApiKey
 from accounts.services import api_key_create
-from audit.context import Actor
-from flags.errors import ServiceError
+from core.actors import Actor
+from core.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.services import user_create_or_update
-from audit.context import ROLES
+from core.actors import ROLES
 
 
 class Command(BaseCommand):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
 from accounts.services import user_create_or_update
-from audit.context import Actor
+from core.actors import Actor
 from flags import services
 from flags.models import ChangeRequest, Flag
 from vehicles.models import Vehicle
+from vehicles.services import vehicle_upsert
 
 USERS = [("admin", "ADMIN"), ("writer", "WRITE"), ("reader", "READ"), ("safety", "SAFETY"), ("safety2", "SAFETY")]
 PASSWORD_SUFFIX = "-demo-pass"
@@ -99,9 +99,9 @@ class Command(BaseCommand):
             users[name], _ = user_create_or_update(username=name, role=role, password=name + PASSWORD_SUFFIX)
         writer = Actor.for_user(users["writer"])
         safety = Actor.for_user(users["safety"])
-        with transaction.atomic():
-            for vin, model, sw, region in VEHICLES:
-                Vehicle.objects.get_or_create(vin=vin, defaults={"model": model, "sw_version": sw, "region": region})
+        for vin, model, sw, region in VEHICLES:
+            if not Vehicle.objects.filter(vin=vin).exists():
+                vehicle_upsert(vin=vin, model=model, sw_version=sw, region=region)
         for spec in FLAGS:
             if Flag.objects.filter(key=spec["key"]).exists():
                 continue

@@ -13,10 +13,9 @@ admin (the approval queue), whose buttons call the same services.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,22 +26,30 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Now
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from agent_client.evaluator import evaluate
-from audit.context import ROLE_ADMIN, ROLE_SAFETY, ROLE_WRITE, Actor
-from flags import permissions, services, snapshots
-from flags.errors import ServiceError
+from core.actors import ROLE_ADMIN, ROLE_SAFETY, ROLE_WRITE, Actor
+from core.errors import ServiceError
+from flags import permissions, selectors, services, snapshots
+from flags.admin.common import (
+    ADMIN_CSS,
+    SAFETY_RANK,
+    DefaultingFilter,
+    actor_of,
+    cr_link,
+    error_dict,
+    merge,
+    safety_badge,
+)
 from flags.forms import NON_FIELD, EvaluateForm, FieldErrors, FlagForm, ReasonForm, RuleForm, RuleFormSet
-from flags.models import ChangeRequest, Flag, Rule, RuleType, SafetyLevel
-from fleetflag.admin_base import NoWritesAdminMixin
+from flags.models import ChangeRequest, Flag, Rule
 
 if TYPE_CHECKING:
     _FlagAdminBase = admin.ModelAdmin[Flag]
@@ -51,55 +58,6 @@ if TYPE_CHECKING:
 else:
     _FlagAdminBase = _ChangeRequestAdminBase = admin.ModelAdmin
     _RuleInlineBase = admin.TabularInline
-
-ADMIN_CSS = {"all": ("admin_ext/fleetflag.css",)}
-SAFETY_RANK = {level: rank for rank, level in enumerate(SafetyLevel.values)}
-
-
-# -- small shared pieces -------------------------------------------------------------------
-
-
-def _actor(request: HttpRequest) -> Actor:
-    """The user's roles for permission checks (cached per request; no request metadata)."""
-    cached = getattr(request, "_ff_actor", None)
-    if cached is None or cached.user != request.user:
-        cached = Actor.for_user(request.user)
-        request._ff_actor = cached  # type: ignore[attr-defined]
-    return cached
-
-
-def safety_badge(level: str) -> SafeString:
-    label = SafetyLevel(level).label if level in SafetyLevel.values else level
-    css = {"ASIL_D": "ff-asil-d", "ASIL_B": "ff-asil-b", "SAFETY_RELEVANT": "ff-safety-relevant"}.get(level, "ff-nc")
-    if level == SafetyLevel.ASIL_D:
-        return format_html('<span class="ff-badge {}" title="{}">&#9888; {}</span>', css,
-                           "ASIL-D: every change needs approval by a second person (SAFETY)", label)
-    return format_html('<span class="ff-badge {}">{}</span>', css, label)
-
-
-def _error_dict(exc: ValidationError) -> FieldErrors:
-    if hasattr(exc, "error_dict"):
-        return {name: list(messages_) for name, messages_ in exc.message_dict.items()}
-    return {NON_FIELD: list(exc.messages)}
-
-
-def _merge(into: FieldErrors, errors: FieldErrors) -> None:
-    for name, messages_ in errors.items():
-        into.setdefault(name, []).extend(messages_)
-
-
-def _cr_link(request_: ChangeRequest) -> SafeString:
-    url = reverse("admin:flags_changerequest_change", args=[request_.pk])
-    return format_html('<a href="{}">CR-{}</a> ({})', url, request_.pk, request_.get_operation_display())
-
-
-def _stamp(moment: Any) -> str:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, cls=DjangoJSONEncoder)
-
 
 # -- the save path ------------------------------------------------------------------------------
 
@@ -149,7 +107,7 @@ class _Operations:
         try:
             step = build(**arguments)
         except ValidationError as exc:
-            self._refuse(_error_dict(exc), rule_prefix)
+            self._refuse(error_dict(exc), rule_prefix)
             return
         self.steps.append(step)
         self.descriptions.append(description)
@@ -174,13 +132,13 @@ class _Operations:
 
     def _refuse(self, errors: FieldErrors, rule_prefix: str | None) -> None:
         if rule_prefix is None:
-            _merge(self.form_errors, errors)
+            merge(self.form_errors, errors)
             return
         # The rationale is asked once, on the flag form; the rest belongs to the rule.
         if "rationale" in errors:
-            _merge(self.form_errors, {"rationale": errors.pop("rationale")})
+            merge(self.form_errors, {"rationale": errors.pop("rationale")})
         if errors:
-            _merge(self.rule_errors.setdefault(rule_prefix, {}), errors)
+            merge(self.rule_errors.setdefault(rule_prefix, {}), errors)
 
     def raise_if_refused(self) -> None:
         if self.form_errors or self.rule_errors:
@@ -189,37 +147,14 @@ class _Operations:
 
 def _errors_of(error: ValidationError | ServiceError) -> FieldErrors:
     if isinstance(error, ValidationError):
-        return _error_dict(error)
+        return error_dict(error)
     return {NON_FIELD: [error.message]}
 
 
 # -- filters ------------------------------------------------------------------------------------
 
 
-class _DefaultingFilter(admin.SimpleListFilter):
-    """A filter with a default choice instead of Django's "All" (which is offered explicitly)."""
-
-    default: str = ""
-
-    def default_for(self, request: HttpRequest) -> str:
-        return self.default
-
-    def __init__(self, request: HttpRequest, params: dict[str, Any], model: Any, model_admin: Any) -> None:
-        super().__init__(request, params, model, model_admin)
-        name = str(self.parameter_name)
-        if name not in self.used_parameters:
-            self.used_parameters[name] = self.default_for(request)
-
-    def choices(self, changelist: Any) -> Iterator[Any]:
-        for lookup, title in self.lookup_choices:
-            yield {
-                "selected": self.value() == str(lookup),
-                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
-                "display": title,
-            }
-
-
-class ArchivedFilter(_DefaultingFilter):
+class ArchivedFilter(DefaultingFilter):
     title = "archived"
     parameter_name = "archived"
     default = "active"
@@ -248,7 +183,7 @@ class RuleInline(_RuleInlineBase):
     verbose_name_plural = "Rules (evaluated by priority, highest first; an enabled kill switch overrides all)"
 
     def _may_edit(self, request: HttpRequest, obj: Any) -> bool:
-        return isinstance(obj, Flag) and obj.archived_at is None and permissions.can_change(_actor(request), obj)
+        return isinstance(obj, Flag) and obj.archived_at is None and permissions.can_change(actor_of(request), obj)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._may_edit(request, obj)
@@ -260,7 +195,7 @@ class RuleInline(_RuleInlineBase):
         return self._may_edit(request, obj)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return permissions.can_view(_actor(request))
+        return permissions.can_view(actor_of(request))
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
@@ -296,16 +231,16 @@ class FlagAdmin(_FlagAdminBase):
     # -- list -----------------------------------------------------------------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Flag]:
-        killed = Rule.objects.filter(flag=OuterRef("pk"), type=RuleType.KILL_SWITCH, enabled=True)
         return cast(QuerySet[Flag], (
             super()
             .get_queryset(request)
             .annotate(
                 safety_rank=Case(*(When(safety_level=level, then=Value(rank)) for level, rank in SAFETY_RANK.items()),
                                  output_field=IntegerField()),
-                is_killed=Exists(killed),
-                pending_count=Count("change_requests", filter=Q(change_requests__status=ChangeRequest.Status.PENDING),
-                                    distinct=True),
+                is_killed=selectors.killed_subquery(),
+                # Open requests only (pending, not expired): the link below lists exactly those.
+                pending_count=Count("change_requests", filter=Q(change_requests__status=ChangeRequest.Status.PENDING,
+                                                               change_requests__expires_at__gt=Now()), distinct=True),
             )
         ))
 
@@ -348,13 +283,13 @@ class FlagAdmin(_FlagAdminBase):
     # -- permissions (the services check again: they are the final gate) -----------------------
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return permissions.can_view(_actor(request))
+        return permissions.can_view(actor_of(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return permissions.can_create(_actor(request))
+        return permissions.can_create(actor_of(request))
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        actor = _actor(request)
+        actor = actor_of(request)
         if obj is None:
             return permissions.can_create(actor)
         return obj.archived_at is None and permissions.can_change(actor, obj)
@@ -366,7 +301,7 @@ class FlagAdmin(_FlagAdminBase):
         return bool(request.user.has_perm("flags.archive_flag"))
 
     def has_kill_switch_permission(self, request: HttpRequest) -> bool:
-        return _actor(request).has_role(ROLE_ADMIN, ROLE_WRITE, ROLE_SAFETY)
+        return actor_of(request).has_role(ROLE_ADMIN, ROLE_WRITE, ROLE_SAFETY)
 
     # -- the change form -----------------------------------------------------------------------
 
@@ -411,7 +346,7 @@ class FlagAdmin(_FlagAdminBase):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
-        attrs: dict[str, Any] = {"actor": _actor(request)}
+        attrs: dict[str, Any] = {"actor": actor_of(request)}
         refusal = _refusal(request)
         if refusal is not None:
             errors = dict(refusal.form_errors)
@@ -463,7 +398,7 @@ class FlagAdmin(_FlagAdminBase):
         try:
             flag = services.flag_create(actor=actor, **fields)
         except ValidationError as exc:
-            raise _Refused(_error_dict(exc)) from exc
+            raise _Refused(error_dict(exc)) from exc
         except ServiceError as exc:
             raise _Refused({NON_FIELD: [exc.message]}) from exc
         form.instance.pk = flag.pk
@@ -544,7 +479,7 @@ class FlagAdmin(_FlagAdminBase):
             self.message_user(request, f"Saved {obj.key}: {'; '.join(report.applied)} "
                                        f"(version {report.version_before} -> {current}).", messages.SUCCESS)
         if report.change_requests:
-            links = format_html_join(", ", "{}", ((_cr_link(cr),) for cr in report.change_requests))
+            links = format_html_join(", ", "{}", ((cr_link(cr),) for cr in report.change_requests))
             self.message_user(request, format_html(
                 "Nothing changed yet on {}: change request {} for SAFETY approval holds everything this save "
                 "changed. The flag stays as it is until a second person approves.", obj.key, links),
@@ -559,14 +494,14 @@ class FlagAdmin(_FlagAdminBase):
         return super().change_view(request, object_id, form_url, context)
 
     def _flag_page_context(self, request: HttpRequest, obj: Flag) -> dict[str, Any]:
-        actor = _actor(request)
+        actor = actor_of(request)
         pending = list(obj.change_requests.filter(status=ChangeRequest.Status.PENDING).order_by("-requested_at"))
         return {
             "ff_flag": obj,
             "ff_badge": safety_badge(obj.safety_level),
             "ff_asil_d": obj.is_asil_d,
             "ff_archived": obj.archived_at is not None,
-            "ff_killed": Rule.objects.filter(flag=obj, type=RuleType.KILL_SWITCH, enabled=True).first(),
+            "ff_killed": selectors.engaged_kill_switches(obj).first(),
             "ff_pending": pending,
             "ff_evaluate_url": reverse("admin:flags_flag_evaluate", args=[obj.pk]),
             "ff_evidence_url": reverse("admin:flags_flag_evidence", args=[obj.pk]),
@@ -750,7 +685,7 @@ class FlagAdmin(_FlagAdminBase):
             outcome = call()
         except ValidationError as exc:
             text = "; ".join(f"{k}: {' '.join(v)}" if k != NON_FIELD else " ".join(v)
-                             for k, v in _error_dict(exc).items())
+                             for k, v in error_dict(exc).items())
             self.message_user(request, f"{flag.key}: refused, nothing changed - {text}", messages.ERROR)
         except ServiceError as exc:
             self.message_user(request, f"{flag.key}: refused, nothing changed - {exc.message}", messages.ERROR)
@@ -758,7 +693,7 @@ class FlagAdmin(_FlagAdminBase):
             if outcome.change_request is not None:
                 self.message_user(request, format_html(
                     "{}: not changed yet - {} created; it waits for SAFETY approval.", flag.key,
-                    _cr_link(outcome.change_request)), messages.WARNING)
+                    cr_link(outcome.change_request)), messages.WARNING)
             else:
                 self.message_user(request, f"{flag.key}: {done} (version {outcome.flag.version}).", messages.SUCCESS)
 
@@ -817,6 +752,13 @@ class Evaluation:
     context: dict[str, Any]
     filled_from_vehicle: dict[str, Any]
     vehicle_registered: bool
+    vehicle_environment: str
+    flag_environment: str
+
+    @property
+    def other_environment(self) -> bool:
+        """The vehicle receives another environment's snapshot: it never gets this flag."""
+        return self.vehicle_registered and self.vehicle_environment != self.flag_environment
 
     @property
     def value_json(self) -> str:
@@ -828,325 +770,10 @@ class Evaluation:
 
 
 def evaluate_for_vin(flag: Flag, vin: str, given: dict[str, Any]) -> Evaluation:
-    """The flag as stored now, evaluated for ``vin`` as a vehicle would (same evaluator)."""
-    from vehicles.models import Vehicle
-
-    context = dict(given)
-    filled: dict[str, Any] = {}
-    vehicle = Vehicle.objects.filter(vin=vin).first()
-    if vehicle is not None:
-        for name, value in vehicle.context().items():
-            if name not in context:
-                context[name] = filled[name] = value
+    """The flag as stored now, evaluated for ``vin`` with the input every evaluation path
+    builds (``flags.selectors.resolve_input``) and the same evaluator."""
+    target = selectors.resolve_input(vin, given, flag.environment)
     data = snapshots.flag_to_dict(flag, list(Rule.objects.filter(flag=flag).order_by("-priority", "id")))
-    result = evaluate(data, vin, context)
-    return Evaluation(vin, result.value, result.variant, result.reason, result.error_code, result.version, context,
-                      filled, vehicle is not None)
-
-
-# -- change requests: the approval queue ---------------------------------------------------------
-
-
-class RequestStatusFilter(admin.SimpleListFilter):
-    title = "status"
-    parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("pending", "Pending (awaiting decision)"), ("expired", "Expired (pending past expiry)"),
-                ("approved", "Approved"), ("rejected", "Rejected"), ("withdrawn", "Withdrawn")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if value == "pending":
-            return queryset.filter(status=ChangeRequest.Status.PENDING, expires_at__gt=timezone.now())
-        if value == "expired":
-            return queryset.filter(status=ChangeRequest.Status.PENDING, expires_at__lte=timezone.now())
-        if value:
-            return queryset.filter(status=value)
-        return queryset
-
-
-class MineFilter(_DefaultingFilter):
-    title = "requested by"
-    parameter_name = "mine"
-
-    def default_for(self, request: HttpRequest) -> str:
-        # Requesters follow their own requests; SAFETY engineers see the whole queue.
-        return "all" if _actor(request).has_role(ROLE_SAFETY, ROLE_ADMIN) else "me"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("me", "Me"), ("all", "Everyone")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "me":
-            return queryset.filter(requested_by=request.user)
-        return queryset
-
-
-@admin.register(ChangeRequest)
-class ChangeRequestAdmin(NoWritesAdminMixin, _ChangeRequestAdminBase):  # decided by buttons only
-    change_form_template = "admin/flags/changerequest/change_form.html"
-    list_display = ("label", "flag_link", "operation", "requested", "expires", "status_badge", "decided")
-    list_display_links = ("label",)
-    list_filter = (RequestStatusFilter, "operation", ("flag__safety_level", admin.ChoicesFieldListFilter),
-                   MineFilter)
-    search_fields = ("flag__key", "requested_by_label", "rationale")
-    list_select_related = ("flag",)
-    fields = ("label", "flag_link", "operation", "status_badge", "requested", "expires", "base_version", "decided",
-              "decision_comment", "payload_pretty", "content_hash")
-    readonly_fields = fields
-
-    class Media:
-        css = ADMIN_CSS
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ChangeRequest]:
-        pending = ChangeRequest.Status.PENDING
-        # Not super(): it orders before this annotation exists.
-        queryset = ChangeRequest.objects.annotate(queue_rank=Case(
-            When(status=pending, expires_at__gt=Now(), then=Value(0)),
-            When(status=pending, then=Value(1)),
-            default=Value(2),
-            output_field=IntegerField(),
-        ))
-        return queryset.order_by(*self.get_ordering(request))
-
-    def get_ordering(self, request: HttpRequest) -> Any:
-        # Pending first (live before expired), then the newest.
-        return ["queue_rank", "-requested_at"]
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if not _actor(request).has_role(ROLE_SAFETY, ROLE_ADMIN) and "mine" not in request.GET:
-            self.message_user(request, "Showing the change requests you made. Only SAFETY engineers decide them; "
-                                       "choose \u201cEveryone\u201d to see the whole queue.", messages.INFO)
-        return super().changelist_view(request, extra_context)
-
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return permissions.can_view(_actor(request))
-
-    @admin.display(description="Request", ordering="pk")
-    def label(self, obj: ChangeRequest) -> str:
-        return f"CR-{obj.pk}"
-
-    @admin.display(description="Flag", ordering="flag__key")
-    def flag_link(self, obj: ChangeRequest) -> SafeString:
-        url = reverse("admin:flags_flag_change", args=[obj.flag_id])
-        return format_html('{} <a href="{}">{}</a>', safety_badge(obj.flag.safety_level), url, obj.flag.key)
-
-    @admin.display(description="Requested", ordering="requested_at")
-    def requested(self, obj: ChangeRequest) -> SafeString:
-        return format_html("{}<br><span class=\"ff-meta\">{}</span>", obj.requested_by_label, _stamp(obj.requested_at))
-
-    @admin.display(description="Decided", ordering="decided_at")
-    def decided(self, obj: ChangeRequest) -> SafeString:
-        if obj.decided_at is None:
-            return mark_safe("-")
-        return format_html("{}<br><span class=\"ff-meta\">{}</span>", obj.decided_by_label or "-",
-                           _stamp(obj.decided_at))
-
-    @admin.display(description="Expires", ordering="expires_at")
-    def expires(self, obj: ChangeRequest) -> SafeString:
-        stamp = _stamp(obj.expires_at)
-        if obj.status == ChangeRequest.Status.PENDING and obj.is_expired:
-            return format_html('<span class="ff-expired">expired {}</span>', stamp)
-        return format_html("{}", stamp)
-
-    @admin.display(description="Status", ordering="queue_rank")
-    def status_badge(self, obj: ChangeRequest) -> SafeString:
-        status = obj.display_status
-        return format_html('<span class="ff-status ff-status-{}">{}</span>', status, status)
-
-    @admin.display(description="Payload (what approval applies)")
-    def payload_pretty(self, obj: ChangeRequest) -> SafeString:
-        return format_html('<pre class="ff-pre">{}</pre>', _pretty(obj.payload))
-
-    # -- the decision page ------------------------------------------------------------------------
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        obj = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
-        if obj is not None:
-            context.update(self._decision_context(request, obj))
-        return super().change_view(request, object_id, form_url, context)
-
-    def _decision_context(self, request: HttpRequest, obj: ChangeRequest) -> dict[str, Any]:
-        actor = _actor(request)
-        pending = obj.status == ChangeRequest.Status.PENDING
-        requester = services.is_requester(actor, obj)
-        safety = permissions.can_approve(actor)
-        flag = obj.flag
-        why_not = ""
-        if pending and not safety:
-            why_not = "Only SAFETY engineers approve or reject change requests to ASIL-D flags."
-        elif pending and requester:
-            why_not = "You made this request: a second person (SAFETY) must approve or reject it."
-        return {
-            "ff_cr": obj,
-            "ff_flag": flag,
-            "ff_badge": safety_badge(flag.safety_level),
-            "ff_pending": pending,
-            "ff_expired": obj.is_expired,
-            "ff_stale": pending and flag.version != obj.base_version,
-            "ff_tampered": obj.compute_content_hash() != obj.content_hash,
-            "ff_can_decide": pending and safety and not requester,
-            "ff_can_withdraw": pending and requester,
-            "ff_why_not": why_not,
-            "ff_diff": change_request_diff(obj.before, obj.after),
-            "ff_approve_url": reverse("admin:flags_changerequest_approve", args=[obj.pk]),
-            "ff_reject_url": reverse("admin:flags_changerequest_reject", args=[obj.pk]),
-            "ff_withdraw_url": reverse("admin:flags_changerequest_withdraw", args=[obj.pk]),
-            "ff_flag_url": reverse("admin:flags_flag_change", args=[flag.pk]),
-        }
-
-    def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view
-        extra = [
-            path("<path:object_id>/approve/", view(self.approve_view), name="flags_changerequest_approve"),
-            path("<path:object_id>/reject/", view(self.reject_view), name="flags_changerequest_reject"),
-            path("<path:object_id>/withdraw/", view(self.withdraw_view), name="flags_changerequest_withdraw"),
-        ]
-        return extra + super().get_urls()
-
-    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def approve(actor: Actor, cr: ChangeRequest) -> str:
-            before = cr.flag.version
-            outcome = services.change_request_approve(actor=actor, change_request=cr.pk,
-                                                      comment=request.POST.get("comment", ""))
-            return (f"Approved CR-{cr.pk}: {cr.get_operation_display().lower()} applied to {outcome.flag.key} "
-                    f"(version {before} -> {outcome.flag.version}).")
-
-        return self._decide(request, object_id, approve)
-
-    def reject_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def reject(actor: Actor, cr: ChangeRequest) -> str:
-            services.change_request_reject(actor=actor, change_request=cr.pk, reason=request.POST.get("reason", ""))
-            return f"Rejected CR-{cr.pk}; {cr.flag.key} stays unchanged."
-
-        return self._decide(request, object_id, reject)
-
-    def withdraw_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def withdraw(actor: Actor, cr: ChangeRequest) -> str:
-            services.change_request_withdraw(actor=actor, change_request=cr.pk)
-            return f"Withdrew CR-{cr.pk}; {cr.flag.key} stays unchanged."
-
-        return self._decide(request, object_id, withdraw)
-
-    def _decide(self, request: HttpRequest, object_id: str, decide: Callable[[Actor, ChangeRequest], str]) -> (
-            HttpResponse):
-        cr = self.get_object(request, unquote(object_id))
-        if cr is None:
-            raise Http404("no such change request")
-        if not self.has_view_permission(request, cr):
-            raise PermissionDenied
-        change_url = reverse("admin:flags_changerequest_change", args=[cr.pk])
-        if request.method != "POST":
-            return HttpResponseRedirect(change_url)
-        try:
-            done = decide(Actor.from_request(request), cr)
-        except ValidationError as exc:
-            self.message_user(request, "Refused, nothing changed: " + " ".join(exc.messages), messages.ERROR)
-        except ServiceError as exc:
-            self.message_user(request, f"Refused ({exc.code}), nothing changed: {exc.message}", messages.ERROR)
-        else:
-            self.message_user(request, done, messages.SUCCESS)
-        return HttpResponseRedirect(change_url)
-
-
-# -- the before/after diff of a change request ---------------------------------------------------
-
-
-@dataclass
-class FieldChange:
-    name: str
-    before: Any
-    after: Any
-    changed: bool
-    lines: list[tuple[str, str]] | None = None  # a line diff for JSON objects and lists
-    present_before: bool = True  # false on the side of an added or removed rule
-    present_after: bool = True
-
-    @property
-    def before_text(self) -> str:
-        return _display(self.before) if self.present_before else "-"
-
-    @property
-    def after_text(self) -> str:
-        return _display(self.after) if self.present_after else "-"
-
-
-@dataclass
-class RuleChange:
-    kind: str  # added | removed | changed | unchanged
-    rule_id: Any
-    title: str
-    fields: list[FieldChange]
-
-
-def _display(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return _pretty(value)
-    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
-
-
-def line_diff(before: Any, after: Any) -> list[tuple[str, str]]:
-    """Pretty JSON of both, line by line: ("same"|"del"|"add", text)."""
-    old = _pretty(before).splitlines() if before is not None else []
-    new = _pretty(after).splitlines() if after is not None else []
-    lines: list[tuple[str, str]] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
-        if tag == "equal":
-            lines.extend(("same", "  " + line) for line in old[i1:i2])
-            continue
-        lines.extend(("del", "- " + line) for line in old[i1:i2])
-        lines.extend(("add", "+ " + line) for line in new[j1:j2])
-    return lines
-
-
-def _field_changes(
-    before: dict[str, Any], after: dict[str, Any], names: Iterable[str], *, present_before: bool = True,
-    present_after: bool = True,
-) -> list[FieldChange]:
-    changes = []
-    for name in names:
-        old, new = before.get(name), after.get(name)
-        changed = old != new
-        lines = line_diff(old, new) if changed and isinstance(old or new, (dict, list)) else None
-        changes.append(FieldChange(name, old, new, changed, lines, present_before, present_after))
-    return changes
-
-
-RULE_DISPLAY_FIELDS = ("type", "priority", "enabled", "conditions", "value", "variant")
-
-
-def change_request_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """Flag fields side by side, and rules added, removed and changed (matched by id)."""
-    flag_names = [name for name in before if name not in ("rules", "version")]
-    old_rules = {rule.get("id"): rule for rule in before.get("rules", [])}
-    new_rules = {rule.get("id"): rule for rule in after.get("rules", [])}
-    rules: list[RuleChange] = []
-    for rule_id, rule in new_rules.items():
-        old = old_rules.get(rule_id)
-        title = f"{rule.get('type')} (priority {rule.get('priority')})"
-        if old is None:
-            rules.append(RuleChange("added", rule_id, title,
-                                    _field_changes({}, rule, RULE_DISPLAY_FIELDS, present_before=False)))
-        elif old != rule:
-            rules.append(RuleChange("changed", rule_id, title, _field_changes(old, rule, RULE_DISPLAY_FIELDS)))
-        else:
-            rules.append(RuleChange("unchanged", rule_id, title, _field_changes(old, rule, RULE_DISPLAY_FIELDS)))
-    for rule_id, rule in old_rules.items():
-        if rule_id not in new_rules:
-            title = f"{rule.get('type')} (priority {rule.get('priority')})"
-            rules.append(RuleChange("removed", rule_id, title,
-                                    _field_changes(rule, {}, RULE_DISPLAY_FIELDS, present_after=False)))
-    order = {"removed": 0, "changed": 1, "added": 2, "unchanged": 3}
-    rules.sort(key=lambda change: order[change.kind])
-    fields = _field_changes(before, after, flag_names)
-    return {
-        "fields": fields,
-        "changed_fields": [change for change in fields if change.changed],
-        "rules": [change for change in rules if change.kind != "unchanged"],
-        "unchanged_rules": [change for change in rules if change.kind == "unchanged"],
-    }
-
+    result = evaluate(data, vin, target.context)
+    return Evaluation(vin, result.value, result.variant, result.reason, result.error_code, result.version,
+                      target.context, target.filled, target.registered, target.environment, flag.environment)

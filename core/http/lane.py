@@ -4,14 +4,19 @@ Django's ASGI handler costs, per request, a worker thread made and joined (its
 ``ThreadSensitiveContext``) and two thread hops for the request_started/finished signals,
 before any middleware: on one core that caps a view that reads only caches at a few
 hundred requests a second (bench/api_bench.py, profiled with py-spy). The lane recognises
-``Authorization: Bearer`` requests to the views marked hot (``flags.api.hot``: vehicle sync,
-evaluate, evaluate/batch), builds the same ``ASGIRequest`` Django would, and calls the same
-view through ``serve_hot`` — the code path ``ApiEdgeMiddleware`` uses inside Django — so both
-answer byte for byte alike. Everything else goes to Django untouched.
+``Authorization: Bearer`` requests to the views marked hot (``accounts.authentication.hot_view``:
+vehicle sync, evaluate, evaluate/batch), builds the same request Django would, and calls the
+same view through ``serve_hot`` — the code path ``ApiEdgeMiddleware`` uses inside Django — so
+both answer byte for byte alike. Everything else goes to Django untouched.
+
+A hot view may also carry ``quick``: its own answer to a GET from the caches alone, without a
+request object (the steady-state 304 of vehicle sync). ``quick`` returns (status, headers,
+body), raises ``ApiError`` for a refusal (rendered here in the one error format), or returns
+None when anything else could happen; the view then answers.
 
 What the lane skips and how it is covered: the request signals (the views touch the
 database only on a cache miss, in a worker thread, between ``close_old_connections`` calls,
-see ``flags.api.hot.db``), the sync middleware (a bearer request needs no session, CSRF or
+see ``core.http.threads.db``), the sync middleware (a bearer request needs no session, CSRF or
 static files; ``serve_hot`` sets the request id and security headers), and the body limit
 (checked here, same setting, same 413).
 """
@@ -28,14 +33,15 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, get_resolver, resolve
 
-from flags.api.exceptions import error_body, error_response
-from flags.api.hot import in_lane, sync_not_modified
-from flags.api.middleware import serve_hot
-from fleetflag import metrics
-from fleetflag.middleware import _SAFE_ID
+from core import metrics
+from core.errors import Code
+from core.http.edge import serve_hot
+from core.http.errors import ApiError, error_body, error_response
+from core.http.request_id import SAFE_ID
+from core.http.threads import in_lane
 
 PREFIX = "/api/v1/"
-# What flags.api.middleware.serve_hot adds to every hot answer.
+# What core.http.edge.serve_hot adds to every hot answer.
 _SECURITY_HEADERS = [(b"X-Content-Type-Options", b"nosniff"), (b"X-Frame-Options", b"DENY"),
                      (b"Referrer-Policy", b"same-origin")]
 
@@ -108,39 +114,37 @@ class HotLane:
         match = _match(scope["path"]) if bearer else None
         if match is None or not getattr(match.func, "hot", False):
             return await self.app(scope, receive, send)
-        if match.url_name == "vehicle-sync" and scope["method"] == "GET" and await self._not_modified(scope, send, match):
+        quick = getattr(match.func, "quick", None)
+        if quick is not None and scope["method"] == "GET" and await self._quick(quick, scope, send, match):
             return None
         await self._serve(scope, receive, send, match)
         return None
 
-    async def _not_modified(self, scope: dict[str, Any], send: Any, match: Any) -> bool:
-        """The steady-state poll (a 304) with no request object at all; False: let the view answer."""
+    async def _quick(self, quick: Any, scope: dict[str, Any], send: Any, match: Any) -> bool:
+        """The view's answer from the caches, with no request object; False: let the view answer."""
         started = time.perf_counter()
-        raw_key = if_none_match = request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                raw_key = value[7:].decode("latin1").strip()
-            elif name == b"if-none-match":
-                if_none_match = value.decode("latin1")
-            elif name == b"x-request-id":
-                request_id = value.decode("latin1")
-        decided = sync_not_modified(raw_key, match.kwargs["vin"], if_none_match)
+        headers = dict(scope["headers"])
+        try:
+            decided = await quick(headers, match.kwargs)
+        except ApiError as exc:
+            body = error_body(exc.error_code, exc.message, request_id="", fields=exc.fields)
+            decided = (exc.status_code, [(b"Content-Type", b"application/json"),
+                                         *((k.encode(), v.encode()) for k, v in exc.headers.items())], body)
+            if exc.status_code == 401:
+                decided[1].append((b"WWW-Authenticate", b'Bearer realm="fleetflag"'))
         if decided is None:
             return False
-        etag, wait = decided
-        if not (request_id and _SAFE_ID.match(request_id)):
-            request_id = f"{random.getrandbits(128):032x}"
-        if wait is not None:
-            status = 429
-            body = json.dumps(error_body("rate_limited", f"rate limit exceeded; retry in {wait} s",
-                                         request_id=request_id)).encode()
-            headers = [(b"Content-Type", b"application/json"), (b"Retry-After", str(wait).encode())]
+        status, answer_headers, body = decided
+        raw_id = headers.get(b"x-request-id", b"").decode("latin1")
+        request_id = raw_id if raw_id and SAFE_ID.match(raw_id) else f"{random.getrandbits(128):032x}"
+        if isinstance(body, dict):  # an error body: it names the request id
+            body["error"]["request_id"] = request_id
+            content = json.dumps(body).encode()
         else:
-            status, body = 304, b""
-            headers = [(b"ETag", etag.encode()), (b"Cache-Control", b"no-cache")]
-        headers += [(b"X-Request-ID", request_id.encode()), *_SECURITY_HEADERS]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            content = body
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*answer_headers, (b"X-Request-ID", request_id.encode()), *_SECURITY_HEADERS]})
+        await send({"type": "http.response.body", "body": content})
         metrics.count_request(match.route, "GET", status, time.perf_counter() - started)
         return True
 
@@ -162,7 +166,7 @@ class HotLane:
         request = LaneRequest(scope, b"".join(chunks))
         if size > limit:
             request.request_id = ""  # type: ignore[attr-defined]
-            response: HttpResponse = error_response(request, 413, "payload_too_large",
+            response: HttpResponse = error_response(request, 413, Code.PAYLOAD_TOO_LARGE,
                                                     f"the request body is over the limit of {limit} bytes")
         else:
             token = in_lane.set(True)

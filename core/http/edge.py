@@ -3,7 +3,7 @@
 - Refuses bodies over ``API_MAX_BODY_BYTES`` by Content-Length with 413 before anything
   reads them (Django's DATA_UPLOAD_MAX_MEMORY_SIZE catches bodies without one).
 - Counts every request for ``/metrics`` by route and status.
-- Hands bearer-authenticated requests for the hot views (``flags.api.hot``) straight to
+- Hands bearer-authenticated requests for the hot views (``accounts.authentication.hot_view``) straight to
   them: under ASGI each sync middleware below costs thread hops per request, and a bearer
   request needs none of them (no session, no CSRF, no static files). It sets the request
   id and the security headers those middlewares would have set. Everything else goes on
@@ -22,9 +22,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
-from flags.api.exceptions import error_response
-from fleetflag import metrics
-from fleetflag.middleware import _SAFE_ID
+from core import metrics
+from core.errors import Code
+from core.http.errors import error_response
+from core.http.request_id import SAFE_ID
 
 API_PREFIXES = ("/api/", "/ofrep/")
 
@@ -32,7 +33,7 @@ API_PREFIXES = ("/api/", "/ofrep/")
 def _request_id(request: HttpRequest) -> str:
     incoming = request.META.get("HTTP_X_REQUEST_ID", "")
     # The same 32 hex digits as RequestIdMiddleware's uuid4().hex, without a syscall per request.
-    return incoming if incoming and _SAFE_ID.match(incoming) else f"{random.getrandbits(128):032x}"
+    return incoming if incoming and SAFE_ID.match(incoming) else f"{random.getrandbits(128):032x}"
 
 
 class ApiEdgeMiddleware:
@@ -80,7 +81,7 @@ class ApiEdgeMiddleware:
         if length <= self.limit:
             return None
         request.request_id = _request_id(request)  # type: ignore[attr-defined]
-        response = error_response(request, 413, "payload_too_large",
+        response = error_response(request, 413, Code.PAYLOAD_TOO_LARGE,
                                   f"the request body is {length} bytes; the limit is {self.limit}")
         response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
         return response
@@ -92,7 +93,7 @@ class ApiEdgeMiddleware:
 
 async def serve_hot(request: HttpRequest, match: Any) -> HttpResponse:
     """Answer a bearer request for a hot view without the sync middleware (also used by
-    ``flags.api.asgi.HotLane``, before Django's handler)."""
+    ``core.http.lane.HotLane``, before Django's handler)."""
     request.request_id = _request_id(request)  # type: ignore[attr-defined]
     request.resolver_match = match
     response: HttpResponse = await match.func(request, *match.args, **match.kwargs)

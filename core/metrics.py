@@ -2,8 +2,8 @@
 
 Counters are kept per process in memory and added into the cache about once a second
 (Redis ``HINCRBYFLOAT`` in production, so every daphne process contributes to one total and
-any process can answer a scrape; local memory in the embedded default). Gauges (flags by
-safety level, pending change requests) are read from the database at scrape time.
+any process can answer a scrape; local memory in the embedded default). Gauges are given by
+the caller (``fleetflag.health.metrics_view``) and read from the database at scrape time.
 """
 
 from __future__ import annotations
@@ -13,12 +13,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from django.conf import settings
-from django.core.cache import caches
-from django.core.cache.backends.redis import RedisCache
-from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
+from core import redis
 
 FLUSH_SECONDS = 1.0
 _SEP = "\t"
@@ -51,36 +46,16 @@ def flush() -> None:
     """Add this process's counts into the shared totals."""
     global _last_flush
     with _lock:
-        batch = {name: counter for name, counter in _pending.items() if counter}
-        for name in batch:
+        batch = {_KEYS[name]: {k: float(v) for k, v in counter.items()} for name, counter in _pending.items() if counter}
+        for name in _pending:
             _pending[name] = Counter()
         _last_flush = time.monotonic()
-    if not batch:
-        return
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        client = backend._cache.get_client(write=True)
-        pipe = client.pipeline(transaction=False)
-        for name, counter in batch.items():
-            full = backend.make_and_validate_key(_KEYS[name])
-            for field, value in counter.items():
-                pipe.hincrbyfloat(full, field, value)
-        pipe.execute()
-        return
-    with _lock:
-        for name, counter in batch.items():
-            total: Counter[str] = backend.get(_KEYS[name]) or Counter()
-            total.update(counter)
-            backend.set(_KEYS[name], total, timeout=None)
+    if batch:
+        redis.hash_add(batch)
 
 
 def totals(name: str) -> dict[str, float]:
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        client = backend._cache.get_client()
-        raw: dict[Any, Any] = client.hgetall(backend.make_and_validate_key(_KEYS[name]))
-        return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
-    return dict(backend.get(_KEYS[name]) or {})
+    return redis.hash_read(_KEYS[name])
 
 
 def _escape(value: str) -> str:
@@ -93,9 +68,11 @@ def _line(name: str, labels: dict[str, Any], value: float) -> str:
     return f"{name}{{{inner}}} {number}" if inner else f"{name} {number}"
 
 
-def render() -> str:
-    from flags.models import ChangeRequest, Flag, SafetyLevel
+Family = tuple[str, str, list[tuple[dict[str, Any], float]]]
 
+
+def render(gauges: list[Family]) -> str:
+    """The exposition text: the shared counters, then ``gauges`` (name, help, samples) read now."""
     flush()
     out: list[str] = []
 
@@ -119,21 +96,9 @@ def render() -> str:
     family("fleetflag_evaluations_total", "counter", "Flag evaluations served by the API, by API.",
            [({"api": api}, value) for api, value in evaluations])
 
-    by_level = dict(Flag.objects.filter(archived_at__isnull=True).values_list("safety_level")
-                    .annotate(n=Count("id")).values_list("safety_level", "n"))
-    family("fleetflag_flags", "gauge", "Flags (not archived) by safety level.",
-           [({"safety_level": level}, by_level.get(level, 0)) for level in SafetyLevel.values])
-    pending = ChangeRequest.objects.filter(status=ChangeRequest.Status.PENDING, expires_at__gt=timezone.now()).count()
-    family("fleetflag_change_requests_pending", "gauge", "ASIL-D change requests waiting for approval.",
-           [({}, pending)])
+    for name, help_text, samples in gauges:
+        family(name, "gauge", help_text, samples)
     return "\n".join(out) + "\n"
-
-
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    token = getattr(settings, "METRICS_TOKEN", "")
-    if token and request.headers.get("Authorization", "") != f"Bearer {token}":
-        return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
-    return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def reset() -> None:

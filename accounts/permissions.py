@@ -8,8 +8,8 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from audit.context import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, Actor
-from flags.api.authentication import info_roles
+from accounts.authentication import info_roles
+from core.actors import ROLE_ADMIN, ROLE_READ, ROLE_SAFETY, ROLE_WRITE, Actor
 
 WRITE_ROLES = (ROLE_ADMIN, ROLE_WRITE, ROLE_SAFETY)
 ALL_ROLES = (ROLE_ADMIN, ROLE_WRITE, ROLE_READ, ROLE_SAFETY)

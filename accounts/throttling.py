@@ -1,6 +1,7 @@
 """Per-key rate limit (``rate_limit_per_min``): a fixed one-minute window shared by every
-process through the cache (Redis in production: INCRBY + EXPIRE in one round trip; local
-memory in the embedded default, where there is one process).
+process through ``core.redis.incr_window`` (Redis in production: INCRBY + EXPIRE in one round
+trip; local memory in the embedded default, where there is one process). The key check
+(``accounts.authentication``) calls ``hit``; sessions are not limited.
 
 A process does not go to Redis on every request: it counts locally and adds its count
 to the shared window every ``SYNC_EVERY`` requests or ``SYNC_SECONDS``, and on every
@@ -13,36 +14,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any
-
-from django.core.cache import caches
-from django.core.cache.backends.redis import RedisCache
-from rest_framework.request import Request
-from rest_framework.throttling import BaseThrottle
 
 from accounts.keys import KeyInfo
+from core import redis
 
 WINDOW_SECONDS = 60
 SYNC_EVERY = 32
 SYNC_SECONDS = 0.25
-
-
-def _incr(key: str, delta: int) -> int:
-    backend = caches["default"]
-    full = backend.make_and_validate_key(key)
-    if isinstance(backend, RedisCache):
-        client = backend._cache.get_client(full, write=True)
-        pipe = client.pipeline(transaction=False)
-        pipe.incrby(full, delta)
-        pipe.expire(full, WINDOW_SECONDS + 5, nx=True)
-        count, _ = pipe.execute()
-        return int(count)
-    backend.add(key, 0, timeout=WINDOW_SECONDS + 5)
-    try:
-        return int(backend.incr(key, delta))
-    except ValueError:  # expired between add and incr
-        backend.set(key, delta, timeout=WINDOW_SECONDS + 5)
-        return delta
 
 
 class _Window:
@@ -75,7 +53,7 @@ def hit(info: KeyInfo, now: float | None = None) -> int | None:
         if due:
             state.pending = 0
             state.synced_at = now
-    count = _incr(f"ff:rl:{info.id}:{window}", delta) if delta else state.known + state.pending
+    count = redis.incr_window(f"ff:rl:{info.id}:{window}", delta, WINDOW_SECONDS + 5) if delta else state.known + state.pending
     if delta:
         with _lock:
             state.known = count
@@ -87,20 +65,3 @@ def hit(info: KeyInfo, now: float | None = None) -> int | None:
 def forget_local() -> None:
     with _lock:
         _windows.clear()
-
-
-class ApiKeyRateThrottle(BaseThrottle):
-    """DRF's side of the limit; requests with a session are not limited by it."""
-
-    def __init__(self) -> None:
-        self._wait: int | None = None
-
-    def allow_request(self, request: Request, view: Any) -> bool:
-        info: KeyInfo | None = getattr(request._request, "api_key_info", None)
-        if info is None:
-            return True
-        self._wait = hit(info)
-        return self._wait is None
-
-    def wait(self) -> float | None:
-        return self._wait

@@ -19,33 +19,18 @@ from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from flags.errors import ServiceError
-
-CODES = {
-    400: ("validation_error", "parse_error"),
-    401: ("not_authenticated", "invalid_api_key", "api_key_expired", "api_key_revoked", "api_key_inactive"),
-    403: ("permission_denied", "csrf_failed"),
-    404: ("not_found",),
-    405: ("method_not_allowed",),
-    406: ("not_acceptable",),
-    409: ("conflict", "stale", "expired", "tampered", "already_decided", "archived", "not_killed",
-          "already_revoked", "already_expired"),
-    413: ("payload_too_large",),
-    415: ("unsupported_media_type",),
-    429: ("rate_limited",),
-    500: ("server_error",),
-}
+from core.errors import Code, ServiceError
 
 _DRF_CODES = {
-    drf.ParseError: "parse_error",
-    drf.NotAuthenticated: "not_authenticated",
-    drf.AuthenticationFailed: "invalid_api_key",
-    drf.PermissionDenied: "permission_denied",
-    drf.NotFound: "not_found",
-    drf.MethodNotAllowed: "method_not_allowed",
-    drf.NotAcceptable: "not_acceptable",
-    drf.UnsupportedMediaType: "unsupported_media_type",
-    drf.Throttled: "rate_limited",
+    drf.ParseError: Code.PARSE_ERROR,
+    drf.NotAuthenticated: Code.NOT_AUTHENTICATED,
+    drf.AuthenticationFailed: Code.NOT_AUTHENTICATED,
+    drf.PermissionDenied: Code.PERMISSION_DENIED,
+    drf.NotFound: Code.NOT_FOUND,
+    drf.MethodNotAllowed: Code.METHOD_NOT_ALLOWED,
+    drf.NotAcceptable: Code.NOT_ACCEPTABLE,
+    drf.UnsupportedMediaType: Code.UNSUPPORTED_MEDIA_TYPE,
+    drf.Throttled: Code.RATE_LIMITED,
 }
 
 
@@ -113,28 +98,27 @@ def describe(exc: Exception) -> tuple[int, str, str, dict[str, list[str]] | None
         return exc.status_code, exc.error_code, exc.message, exc.fields, exc.headers
     if isinstance(exc, DjangoValidationError):
         fields = fields_from_django(exc)
-        return 400, "validation_error", _summary(fields), fields, {}
+        return 400, Code.VALIDATION_ERROR, _summary(fields), fields, {}
     if isinstance(exc, ServiceError):
         return exc.status, exc.code, exc.message, None, {}
     if isinstance(exc, RequestDataTooBig):
-        return 413, "payload_too_large", "the request body is too large", None, {}
+        return 413, Code.PAYLOAD_TOO_LARGE, "the request body is too large", None, {}
     if isinstance(exc, Http404):
-        return 404, "not_found", str(exc) or "not found", None, {}
+        return 404, Code.NOT_FOUND, str(exc) or "not found", None, {}
     if isinstance(exc, DjangoPermissionDenied):
-        return 403, "permission_denied", str(exc) or "permission denied", None, {}
+        return 403, Code.PERMISSION_DENIED, str(exc) or "permission denied", None, {}
     if isinstance(exc, drf.ValidationError):
         fields = _fields_from_drf(exc.detail)
-        return 400, "validation_error", _summary(fields), fields, {}
+        return 400, Code.VALIDATION_ERROR, _summary(fields), fields, {}
     if isinstance(exc, drf.Throttled):
         wait = max(1, math.ceil(getattr(exc, "wait", None) or 1))
-        return 429, "rate_limited", f"rate limit exceeded; retry in {wait} s", None, {"Retry-After": str(wait)}
+        return 429, Code.RATE_LIMITED, f"rate limit exceeded; retry in {wait} s", None, {"Retry-After": str(wait)}
     if isinstance(exc, drf.APIException):
-        code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
-        if code is None:
-            codes = exc.get_codes()
-            code = codes if isinstance(codes, str) else "error"
+        known = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
+        codes = exc.get_codes()
+        code: str = known if known is not None else codes if isinstance(codes, str) else "error"
         if isinstance(exc, drf.PermissionDenied) and "CSRF" in str(exc.detail):
-            code = "csrf_failed"
+            code = Code.CSRF_FAILED
         return exc.status_code, code, str(exc.detail), None, {}
     return None
 
