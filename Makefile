@@ -34,10 +34,11 @@ run: demo
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check agent_client
+	$(VENV)/bin/lint-imports  # imports point one way (pyproject.toml [tool.importlinter])
 
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy --strict agent_client
-	$(VENV)/bin/mypy flags audit accounts vehicles experiments fleetflag
+	$(VENV)/bin/mypy core flags audit accounts vehicles experiments fleetflag
 
 pytest: $(DEV_STAMP)
 	FLEETFLAG_SETTINGS=test $(VENV)/bin/pytest $(PYTEST_ARGS)
