@@ -46,8 +46,9 @@ def _record_quick(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return decided
 
 
-def test_last_used_at__poll_only_key_on_the_lanes_304__written(admin_api: Api, monkeypatch: pytest.MonkeyPatch,
-                                                               db: Any) -> None:
+def test_last_used_at__poll_only_key_on_the_lanes_304__written(committed_db: None, admin_api: Api,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # (committed: the lane looks after its own database connections, as in a server)
     # Given a key that only polls one vehicle's snapshot, its caches warm (a first 200 through the lane)
     VehicleFactory(vin=VIN)
     FlagFactory(key="poll.one")
