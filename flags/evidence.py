@@ -24,6 +24,7 @@ from audit.models import AuditAnchor, AuditEntry, ChainHead
 from flags import actions, diff, selectors, snapshots
 from flags.actions import FlagAction
 from flags.models import ChangeRequest, Flag, Rule, SafetyLevel
+from flags.operations import flag_fields
 
 REPORT_FORMAT = "fleetflag.safety-evidence/1"
 _VALUE_LIMIT = 160
@@ -215,21 +216,11 @@ def build_report(flag: Flag) -> dict[str, Any]:
         "generated_at": _iso(timezone.now()),
         "flag": {
             "id": flag.pk,
-            "key": flag.key,
-            "name": flag.name,
-            "description": flag.description,
-            "type": flag.type,
-            "environment": flag.environment,
-            "safety_level": flag.safety_level,
+            **flag_fields(flag),
             "safety_level_label": SafetyLevel(flag.safety_level).label,
             "two_person_rule": flag.safety_level == SafetyLevel.ASIL_D,
             "state": state,
-            "enabled": flag.enabled,
             "kill_switch_engaged": killed,
-            "default_value": flag.default_value,
-            "ttl_seconds": flag.ttl_seconds,
-            "owner_team": flag.owner_team.name if flag.owner_team is not None else None,
-            "version": flag.version,
             "created_at": _iso(flag.created_at),
             "created_by": flag.created_by.get_username() if flag.created_by is not None else None,
             "updated_at": _iso(flag.updated_at),

@@ -23,7 +23,7 @@ from django.utils import timezone
 from audit import services as audit
 from core.actors import Actor
 from core.errors import Conflict, NotFound, ServiceError
-from flags import permissions, snapshots
+from flags import permissions, selectors, snapshots
 from flags.actions import FlagAction
 from flags.codes import FlagCode
 from flags.models import ChangeRequest, Flag, Revision, Rule, RuleType, SafetyLevel
@@ -172,9 +172,7 @@ def _op_update_rule(flag: Flag, payload: dict[str, Any], actor: Actor) -> list[E
     rule.updated_at = timezone.now()
     save_rule(rule)
     after = snapshots.rule_to_dict(rule)
-    lifting = before["type"] == RuleType.KILL_SWITCH and before["enabled"] and not (
-        after["type"] == RuleType.KILL_SWITCH and after["enabled"]
-    )
+    lifting = selectors.is_killed([before]) and not selectors.is_killed([after])
     return [Effect(FlagAction.LIFT_KILL_SWITCH if lifting else FlagAction.UPDATE_RULE, "rule", rule.pk, before, after, rule)]
 
 
@@ -183,13 +181,13 @@ def _op_delete_rule(flag: Flag, payload: dict[str, Any], actor: Actor) -> list[E
     before = snapshots.rule_to_dict(rule)
     rule_id = rule.pk
     rule.delete()
-    action = FlagAction.LIFT_KILL_SWITCH if before["type"] == RuleType.KILL_SWITCH and before["enabled"] else FlagAction.DELETE_RULE
+    action = FlagAction.LIFT_KILL_SWITCH if selectors.is_killed([before]) else FlagAction.DELETE_RULE
     return [Effect(action, "rule", rule_id, before, None)]
 
 
 def _op_lift_kill_switch(flag: Flag, payload: dict[str, Any], actor: Actor) -> list[Effect]:
     effects = []
-    for rule in Rule.objects.filter(flag=flag, type=RuleType.KILL_SWITCH, enabled=True).order_by("id"):
+    for rule in selectors.engaged_kill_switches(flag):
         before = snapshots.rule_to_dict(rule)
         rule.enabled = False
         rule.updated_at = timezone.now()

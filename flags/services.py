@@ -20,7 +20,7 @@ from audit import services as audit
 from core.actors import Actor
 from core.errors import Conflict, PermissionDenied
 from flags import operations as ops
-from flags import permissions
+from flags import permissions, selectors
 from flags.actions import FlagAction
 from flags.codes import FlagCode
 from flags.governance import (
@@ -30,7 +30,7 @@ from flags.governance import (
     is_requester,
     propose,
 )
-from flags.models import Flag, Rule, RuleType, SafetyLevel
+from flags.models import Flag, SafetyLevel
 from flags.operations import (
     EDITABLE_FIELDS,
     IMMUTABLE_FIELDS,
@@ -258,7 +258,7 @@ def kill_switch_engage(*, actor: Actor, flag: Flag | int | str, reason: str) -> 
             raise PermissionDenied(f"{actor.label} may not engage the kill switch of {locked.key}")
         if locked.archived_at is not None:
             raise Conflict(f"flag {locked.key} is archived", code=FlagCode.ARCHIVED)
-        engaged = Rule.objects.filter(flag=locked, type=RuleType.KILL_SWITCH, enabled=True).first()
+        engaged = selectors.engaged_kill_switches(locked).first()
         if engaged is not None:
             return Outcome(locked, rule=engaged)  # already killed: nothing to do, nothing to audit
         applied, effects = ops.apply(locked, ops.ENGAGE_KILL_SWITCH, {"reason": reason.strip()}, actor)
