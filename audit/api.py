@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +18,11 @@ from rest_framework.views import APIView
 
 from audit import services
 from audit.serializers import AuditEntrySerializer, PaginatedAuditEntrySerializer
+from core.errors import Code
 from core.http.api import ErrorSerializer, Pagination, invalid
+from core.http.errors import error_body
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("json", "csv", "jsonl")
 
@@ -31,6 +38,21 @@ def _when(request: Request, name: str) -> datetime | None:
     if value is None:
         raise invalid(name, "an ISO 8601 date-time, e.g. 2026-11-23T08:00:00Z")
     return make_aware(value) if is_naive(value) else value
+
+
+def _guarded(rows: Iterator[Any], fmt: str, request: Request) -> Iterator[Any]:
+    """The export's rows; if reading fails part-way, one last row says so and the stream ends
+    (the status line has gone out already, so the error travels in the body)."""
+    try:
+        yield from rows
+    except Exception:
+        request_id = getattr(request._request, "request_id", "")
+        logger.exception("audit export failed (request %s)", request_id)
+        message = "the export failed part-way and is incomplete; quote the request id when reporting it"
+        if fmt == "csv":
+            yield f"# error: {message} (request {request_id})\r\n"
+        else:
+            yield json.dumps(error_body(Code.SERVER_ERROR, message, request_id=request_id)) + "\n"
 
 
 class AuditLogView(APIView):
@@ -71,11 +93,13 @@ class AuditLogView(APIView):
         if request_id:
             entries = entries.filter(request_id=request_id)
         if fmt == "csv":
-            response = StreamingHttpResponse(services.export_csv(entries), content_type="text/csv; charset=utf-8")
+            response = StreamingHttpResponse(_guarded(services.export_csv(entries), "csv", request),
+                                             content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = 'attachment; filename="fleetflag-audit.csv"'
             return response
         if fmt == "jsonl":
-            response = StreamingHttpResponse(services.export_jsonl(entries), content_type="application/x-ndjson")
+            response = StreamingHttpResponse(_guarded(services.export_jsonl(entries), "jsonl", request),
+                                             content_type="application/x-ndjson")
             response["Content-Disposition"] = 'attachment; filename="fleetflag-audit.jsonl"'
             return response
         paginator = Pagination()

@@ -16,6 +16,8 @@ from django.forms.models import BaseInlineFormSet
 
 from agent_client.rules import VIN_RE
 from core.actors import ROLES, Actor
+from core.http.body import parse_json
+from core.http.errors import ApiError
 from flags.models import Flag, Rule
 
 if TYPE_CHECKING:
@@ -32,7 +34,17 @@ NON_FIELD = "__all__"
 
 
 class PrettyJSONField(forms.JSONField):
-    """JSON shown indented, so that conditions and values are readable and diffable."""
+    """JSON shown indented, so that conditions and values are readable and diffable; read by
+    the API's one parser (``core.http.body``: depth, NUL and lone surrogates refused)."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            parse_json(value)
+        except ApiError as exc:
+            raise ValidationError(exc.message, code="invalid") from exc
+        return super().to_python(value)
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):

@@ -14,6 +14,20 @@ from flags.api.urls import ofrep_urlpatterns
 from fleetflag import health
 from vehicles import urls as vehicles_urls
 
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema: YAML, or JSON with ``?format=json`` (or ``Accept: application/json``).
+    ``?format=`` is not DRF's format override here (``URL_FORMAT_OVERRIDE`` is off: the audit
+    export owns that parameter), so the schema reads it itself."""
+
+    def perform_content_negotiation(self, request: Any, force: bool = False) -> Any:
+        wanted = request.query_params.get("format")
+        if wanted in ("json", "yaml"):
+            for renderer in self.get_renderers():
+                if renderer.format == wanted:
+                    return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
@@ -22,7 +36,7 @@ urlpatterns = [
     # One v1 router: each app routes its own part of /api/v1/.
     path("api/v1/", include(([*flags_urls.urlpatterns, *vehicles_urls.urlpatterns, *audit_urls.urlpatterns], "api"))),
     path("ofrep/v1/", include((ofrep_urlpatterns, "ofrep"))),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
 ]
@@ -30,6 +44,15 @@ urlpatterns = [
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(("/api/", "/ofrep/"))
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("validation_error", f"bad request: {exception or 'malformed'}",
+                                       request_id=getattr(request, "request_id", "")), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception or Exception("bad request"))
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -24,6 +24,7 @@ from django.urls import Resolver404, resolve
 
 from core import metrics
 from core.errors import Code
+from core.http.body import target_problem
 from core.http.errors import error_response
 from core.http.request_id import SAFE_ID
 
@@ -51,7 +52,7 @@ class ApiEdgeMiddleware:
         response: HttpResponse | None = None
         route = "unmatched"
         if path.startswith(API_PREFIXES):
-            response = self._too_large(request)
+            response = self._bad_target(request) or self._too_large(request)
             if response is None:
                 match = self._match(path)
                 if match is not None:
@@ -64,6 +65,17 @@ class ApiEdgeMiddleware:
             if resolved is not None:
                 route = resolved.route
         metrics.count_request(route, request.method or "", response.status_code, time.perf_counter() - started)
+        return response
+
+    @staticmethod
+    def _bad_target(request: HttpRequest) -> HttpResponse | None:
+        problem = target_problem(request.path_info, request.META.get("QUERY_STRING", ""))
+        if problem is None:
+            return None
+        request.request_id = _request_id(request)  # type: ignore[attr-defined]
+        response = error_response(request, problem.status_code, problem.error_code, problem.message,
+                                  fields=problem.fields)
+        response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
         return response
 
     @staticmethod

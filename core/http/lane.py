@@ -35,12 +35,14 @@ from django.urls import Resolver404, get_resolver, resolve
 
 from core import metrics
 from core.errors import Code
+from core.http.body import target_problem
 from core.http.edge import serve_hot
-from core.http.errors import ApiError, error_body, error_response
+from core.http.errors import ApiError, error_body
 from core.http.request_id import SAFE_ID
 from core.http.threads import in_lane
 
 PREFIX = "/api/v1/"
+API_PREFIXES = ("/api/", "/ofrep/")
 # What core.http.edge.serve_hot adds to every hot answer.
 _SECURITY_HEADERS = [(b"X-Content-Type-Options", b"nosniff"), (b"X-Frame-Options", b"DENY"),
                      (b"Referrer-Policy", b"same-origin")]
@@ -104,20 +106,32 @@ class HotLane:
         self.served = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        problem = target_problem(scope["path"], scope.get("query_string", b""))
+        if problem is not None:
+            return await _answer_error(send, scope, problem)
+        if not scope["path"].startswith(API_PREFIXES):
+            return await self.app(scope, receive, send)
+        scope = _with_slash(scope)
         bearer = False
         for name, value in scope["headers"]:
             if name == b"authorization":
                 bearer = value[:7].lower() == b"bearer "
                 break
-        match = _match(scope["path"]) if bearer else None
-        if match is None or not getattr(match.func, "hot", False):
-            return await self.app(scope, receive, send)
-        quick = getattr(match.func, "quick", None)
-        if quick is not None and scope["method"] == "GET" and await self._quick(quick, scope, send, match):
+        match = _match(scope["path"]) if bearer and scope["path"].startswith(PREFIX) else None
+        hot = match is not None and getattr(match.func, "hot", False)
+        if match is not None and hot:
+            quick = getattr(match.func, "quick", None)
+            if quick is not None and scope["method"] == "GET" and await self._quick(quick, scope, send, match):
+                return None
+        body = await _read_body(scope, receive, send)
+        if body is None:
+            return None  # refused (413, 415) or the client went away
+        if match is not None and hot:
+            await self._serve(scope, body, send, match)
             return None
-        await self._serve(scope, receive, send, match)
+        await self.app(_replayed_scope(scope, body), _replay(body, receive), send)
         return None
 
     async def _quick(self, quick: Any, scope: dict[str, Any], send: Any, match: Any) -> bool:
@@ -148,32 +162,14 @@ class HotLane:
         metrics.count_request(match.route, "GET", status, time.perf_counter() - started)
         return True
 
-    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, match: Any) -> None:
+    async def _serve(self, scope: dict[str, Any], body: bytes, send: Any, match: Any) -> None:
         started = time.perf_counter()
-        limit = int(settings.API_MAX_BODY_BYTES)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= limit:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        request = LaneRequest(scope, b"".join(chunks))
-        if size > limit:
-            request.request_id = ""  # type: ignore[attr-defined]
-            response: HttpResponse = error_response(request, 413, Code.PAYLOAD_TOO_LARGE,
-                                                    f"the request body is over the limit of {limit} bytes")
-        else:
-            token = in_lane.set(True)
-            try:
-                response = await serve_hot(request, match)
-            finally:
-                in_lane.reset(token)
+        request = LaneRequest(scope, body)
+        token = in_lane.set(True)
+        try:
+            response: HttpResponse = await serve_hot(request, match)
+        finally:
+            in_lane.reset(token)
         await send({
             "type": "http.response.start",
             "status": response.status_code,
@@ -184,6 +180,86 @@ class HotLane:
         self.served += 1
         if self.served == self.REFREEZE_AFTER:
             _freeze()
+
+
+# -- the edge of every API request: target, body, content type -------------------------------------
+
+
+def _with_slash(scope: dict[str, Any]) -> dict[str, Any]:
+    """A path that only exists with a trailing slash is served as that path: Django would
+    redirect, and a client following a 301 turns a POST into a GET."""
+    path = scope["path"]
+    if path.endswith("/") or _match(path) is not None or _match(path + "/") is None:
+        return scope
+    return {**scope, "path": path + "/", "raw_path": scope.get("raw_path", path.encode()) + b"/"}
+
+
+async def _read_body(scope: dict[str, Any], receive: Any, send: Any) -> bytes | None:
+    """The whole body, however it arrives (one message or many: a chunked upload has no
+    Content-Length), held to ``API_MAX_BODY_BYTES``; None when refused or disconnected."""
+    limit = int(settings.API_MAX_BODY_BYTES)
+    declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        await _answer_error(send, scope, _too_large(limit))
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await _answer_error(send, scope, _too_large(limit))
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    if body and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+        content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+        if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+            await _answer_error(send, scope, ApiError(415, Code.UNSUPPORTED_MEDIA_TYPE,
+                                                      "send the body as application/json"))
+            return None
+    return body
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, Code.PAYLOAD_TOO_LARGE, f"the request body is over the limit of {limit} bytes")
+
+
+def _replayed_scope(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """The scope Django sees: the body's real length declared, whatever the transfer encoding."""
+    headers = [(name, value) for name, value in scope["headers"]
+               if name not in (b"content-length", b"transfer-encoding")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return {**scope, "headers": headers}
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """Django's receive: the body already read, in one message; then the client's own
+    messages (Django listens for the disconnect while it answers)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Any:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed
+
+
+async def _answer_error(send: Any, scope: dict[str, Any], error: ApiError) -> None:
+    raw_id = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"").decode("latin1")
+    request_id = raw_id if raw_id and SAFE_ID.match(raw_id) else f"{random.getrandbits(128):032x}"
+    body = json.dumps(error_body(error.error_code, error.message, request_id=request_id, fields=error.fields)).encode()
+    headers = [(b"Content-Type", b"application/json"), (b"X-Request-ID", request_id.encode()), *_SECURITY_HEADERS,
+               *((name.encode(), value.encode()) for name, value in error.headers.items())]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    metrics.count_request("edge", scope["method"], error.status_code, 0.0)
 
 
 def hot_lane(app: Any) -> HotLane:

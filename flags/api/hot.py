@@ -36,6 +36,7 @@ from core import metrics
 from core.actors import ROLE_ADMIN
 from core.errors import Code
 from core.http.api import ErrorSerializer, error_responses
+from core.http.body import parse_json
 from core.http.errors import ApiError
 from core.http.threads import db
 from flags import selectors, snapshots
@@ -53,10 +54,7 @@ _SCALAR = (str, int, float, bool, type(None))
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ApiError(415, Code.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
-    try:
-        data = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, Code.PARSE_ERROR, f"the body is not valid JSON: {exc}") from exc
+    data = parse_json(request.body or b"{}")
     if not isinstance(data, dict):
         raise ApiError(400, Code.VALIDATION_ERROR, "the body must be a JSON object",
                        fields={"non_field_errors": ["expected a JSON object"]})

@@ -30,7 +30,9 @@ from accounts.permissions import ALL_ROLES
 from agent_client.evaluator import ERROR, FLAG_NOT_FOUND, KILL_SWITCH, Resolution
 from agent_client.rules import VIN_RE
 from core import metrics
+from core.errors import Code
 from core.http.api import AnyJSONField, ErrorSerializer
+from core.http.errors import ApiError
 from flags import selectors, snapshots
 from flags.api.hot import etag_matches
 
@@ -73,6 +75,8 @@ def _target(request: Request) -> tuple[str, dict[str, Any], str]:
         body = request.data
     except ParseError as exc:
         raise _Invalid("PARSE_ERROR", f"the body is not valid JSON: {exc.detail}") from exc
+    except ApiError as exc:  # the one parser's refusals, in OFREP's own error shape
+        raise _Invalid("PARSE_ERROR" if exc.error_code == Code.PARSE_ERROR else "INVALID_CONTEXT", exc.message) from exc
     if not isinstance(body, dict):
         raise _Invalid("INVALID_CONTEXT", "the body must be a JSON object with a context")
     context = body.get("context")

@@ -1,0 +1,104 @@
+"""The one request parser: every JSON body (DRF views, the hot views, OFREP, the admin's
+JSON fields) is read by ``parse_json``, and every path and query string is checked by
+``check_text`` before a view sees it.
+
+What it refuses, with a 400 in the one error format:
+
+- bodies that are not JSON, not UTF-8, or nested deeper than ``API_MAX_JSON_DEPTH``
+  (default 32) — ``parse_error``; Python's decoder would otherwise raise ``RecursionError``
+  near depth 1000 (a 500), and anything deep that got through would do the same later
+  (validation, ``json.dumps`` for the audit);
+- strings (keys or values) holding NUL or a lone surrogate, in bodies, paths and query
+  strings — ``validation_error``: PostgreSQL cannot store NUL in text, and a lone surrogate
+  cannot be encoded as UTF-8, so either would fail deep inside a write as a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from django.conf import settings
+
+from core.errors import Code
+from core.http.errors import ApiError
+
+_NUL = "\x00"
+
+
+def _bad_text(value: str) -> str | None:
+    """What is wrong with a string, or None."""
+    if _NUL in value:
+        return "contains a NUL character"
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not encodable as UTF-8)"
+    return None
+
+
+def check_text(value: str, where: str) -> None:
+    problem = _bad_text(value)
+    if problem is not None:
+        raise ApiError(400, Code.VALIDATION_ERROR, f"{where} {problem}", fields={where: [problem]})
+
+
+def _walk(data: Any, limit: int) -> None:
+    """Depth and strings of a parsed document, without recursion."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict):
+            if depth > limit:
+                raise ApiError(400, Code.PARSE_ERROR, f"the JSON is nested deeper than {limit} levels")
+            for key, item in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                problem = _bad_text(key)
+                if problem is not None:
+                    raise ApiError(400, Code.VALIDATION_ERROR, f"a key at {where or 'the top'} {problem}",
+                                   fields={where or "non_field_errors": [f"a key {problem}"]})
+                stack.append((item, depth + 1, name))
+        elif isinstance(value, list):
+            if depth > limit:
+                raise ApiError(400, Code.PARSE_ERROR, f"the JSON is nested deeper than {limit} levels")
+            stack.extend((item, depth + 1, f"{where}[{index}]") for index, item in enumerate(value))
+        elif isinstance(value, str):
+            problem = _bad_text(value)
+            if problem is not None:
+                field = where.split(".", 1)[0].split("[", 1)[0] or "non_field_errors"
+                raise ApiError(400, Code.VALIDATION_ERROR, f"{where or 'the body'} {problem}",
+                               fields={field: [problem]})
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """The document, or ApiError 400 (parse_error, or validation_error for bad characters)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError as exc:
+        raise ApiError(400, Code.PARSE_ERROR, f"the JSON is nested deeper than {max_depth()} levels") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, Code.PARSE_ERROR, f"the body is not valid JSON: {exc}") from exc
+    _walk(data, max_depth())
+    return data
+
+
+def max_depth() -> int:
+    return int(getattr(settings, "API_MAX_JSON_DEPTH", 32))
+
+
+def target_problem(path: str, raw_query: bytes | str) -> ApiError | None:
+    """NUL or undecodable text in the path or the query string (refused before any view)."""
+    try:
+        check_text(path, "path")
+        if raw_query:
+            raw = raw_query.encode("latin1") if isinstance(raw_query, str) else raw_query
+            check_text(unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8"), "query")
+    except UnicodeDecodeError:
+        return ApiError(400, Code.VALIDATION_ERROR, "the query string is not valid UTF-8",
+                        fields={"query": ["not valid UTF-8"]})
+    except ApiError as exc:
+        return exc
+    return None
