@@ -25,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from accounts.services import actor_check_current
 from audit import services as audit
 from audit.context import Actor
 from flags import permissions, snapshots
@@ -635,6 +636,7 @@ def _check_decidable(request: ChangeRequest, actor: Actor) -> None:
         raise PermissionDenied("only SAFETY engineers decide change requests to ASIL-D flags")
     if is_requester(actor, request):
         raise PermissionDenied("the requester cannot decide their own change request: a second person must")
+    actor_check_current(actor=actor)  # a key revoked (or user deactivated) since the actor was made
 
 
 def _requester_person_ids(request: ChangeRequest) -> frozenset[int]:
@@ -709,6 +711,7 @@ def change_request_withdraw(*, actor: Actor, change_request: ChangeRequest | int
             raise Conflict(f"change request {request.pk} is {request.status} already", code="already_decided")
         if not is_requester(actor, request):
             raise PermissionDenied("only the requester can withdraw a change request")
+        actor_check_current(actor=actor)
         request.status = ChangeRequest.Status.WITHDRAWN
         request.decided_at = timezone.now()
         request.decided_by_label = actor.label

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from audit.api import AuditLogView
 from flags.api import hot, ofrep, views
@@ -28,6 +28,7 @@ urlpatterns = [
     path("vehicles/<str:vin>/", views.VehicleDetailView.as_view(), name="vehicle-detail"),
     path("vehicles/<str:vin>/sync/", hot.described(hot.vehicle_sync, hot.VehicleSyncDoc), name="vehicle-sync"),
     path("audit-logs/", AuditLogView.as_view(), name="audit-logs"),
+    path("", include("accounts.urls")),  # api-keys/
 ]
 
 ofrep_urlpatterns = [
