@@ -190,7 +190,7 @@ class UserAdmin(DjangoUserAdmin):
                                            password=form.cleaned_data.get("password1") if usable else None,
                                            email=obj.email, is_staff=obj.is_staff)
             obj.pk, obj.password = created.pk, created.password
-            obj._state.adding = False
+            obj._state.adding, obj._state.db = False, created._state.db
             return
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in services.USER_FIELDS}
         if changes:
@@ -257,7 +257,7 @@ class GroupAdmin(DjangoGroupAdmin):
             permissions=form.cleaned_data.get("permissions"),
         )
         obj.pk = group.pk
-        obj._state.adding = False
+        obj._state.adding, obj._state.db = False, group._state.db
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         if "members" in form.cleaned_data:

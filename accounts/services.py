@@ -262,6 +262,7 @@ def group_set_members(*, actor: Actor, group: Group, users: Iterable[Any]) -> Gr
     _require_user_manager(actor)
     wanted = {user.pk for user in users}
     with transaction.atomic():
+        group = Group.objects.select_for_update().get(pk=group.pk)
         current = set(group.user_set.values_list("pk", flat=True))
         # Users are locked in pk order, so two pages saved at once cannot deadlock.
         for pk in sorted(wanted ^ current):
