@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.api.live import free_port
 
 pytestmark = pytest.mark.live
 
@@ -53,17 +54,10 @@ class Server:
             return exc.code, exc.headers, exc.read()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _start(env: dict[str, str], log_path: Path, stack: ExitStack) -> Server:
     """One daphne on a free port (a port taken between choosing and binding: try another)."""
     for _ in range(3):
-        port = _free_port()
+        port = free_port()
         log = stack.enter_context(open(log_path, "wb"))
         proc = subprocess.Popen([str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "fleetflag.asgi:application"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
