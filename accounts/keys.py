@@ -125,8 +125,8 @@ _MISSING = "missing"
 
 
 # A second, per-process level for the hot paths: a key seen in the last
-# API_KEY_LOCAL_CACHE_SECONDS (default 2 s) is not looked up again. Revoking drops it here at
-# once and from the shared cache on commit; other processes follow within those seconds.
+# API_KEY_LOCAL_CACHE_SECONDS (default 2 s) is not looked up again. Revoking drops it here and
+# rewrites the shared entry on commit (``refresh``); other processes follow within those seconds.
 _local: dict[str, tuple[float, KeyInfo | str]] = {}
 
 

@@ -97,13 +97,14 @@ def actor_check_current(*, actor: Actor) -> None:
     committed before (refused here) or waits for the decision to commit.
     """
     if actor.api_key is not None:
-        key = ApiKey.objects.select_for_update().filter(pk=actor.api_key.pk).first()
+        key = ApiKey.objects.select_for_update(no_key=True).filter(pk=actor.api_key.pk).first()
         if key is None:
             raise PermissionDenied(f"API key {actor.api_key.name!r} no longer exists")
         if key.state != "active":
             raise PermissionDenied(f"API key ffk_{key.key_prefix} is {key.state}")
     if actor.user_id is not None:
-        active = User.objects.select_for_update().filter(pk=actor.user_id).values_list("is_active", flat=True).first()
+        active = (User.objects.select_for_update(no_key=True).filter(pk=actor.user_id)
+                  .values_list("is_active", flat=True).first())
         if not active:
             raise PermissionDenied(f"user {actor.user.get_username()} is inactive")
 
@@ -140,8 +141,10 @@ def _require_user_manager(actor: Actor) -> None:
 
 
 def _lock_user(user: Any) -> Any:
+    # NO KEY UPDATE: rows that refer to the user (group memberships, keys) can still be added
+    # meanwhile, so the Group page (group, then users) and the User page cannot deadlock.
     pk = user.pk if isinstance(user, User) else user
-    found = User.objects.select_for_update().filter(pk=pk).first()
+    found = User.objects.select_for_update(no_key=True).filter(pk=pk).first()
     if found is None:
         raise NotFound(f"no user {pk}")
     return found
@@ -262,7 +265,7 @@ def group_set_members(*, actor: Actor, group: Group, users: Iterable[Any]) -> Gr
     _require_user_manager(actor)
     wanted = {user.pk for user in users}
     with transaction.atomic():
-        group = Group.objects.select_for_update().get(pk=group.pk)
+        group = Group.objects.select_for_update(no_key=True).get(pk=group.pk)
         current = set(group.user_set.values_list("pk", flat=True))
         # Users are locked in pk order, so two pages saved at once cannot deadlock.
         for pk in sorted(wanted ^ current):
@@ -292,7 +295,7 @@ def group_save(*, actor: Actor, group: Group | None, name: str, permissions: Ite
             audit.record(actor=actor, action=AccountAction.CREATE_GROUP, object_type="group", object_id=created.pk,
                          after=_describe_group(created))
             return created
-        locked = Group.objects.select_for_update().get(pk=group.pk)
+        locked = Group.objects.select_for_update(no_key=True).get(pk=group.pk)
         before = _describe_group(locked)
         wanted_perms = None if permissions is None else {p.pk for p in permissions}
         perms_change = wanted_perms is not None and wanted_perms != set(locked.permissions.values_list("pk", flat=True))
@@ -321,7 +324,7 @@ def user_create_or_update(
         raise ValidationError({"role": f"role must be one of {', '.join(ROLES)}"})
     _validate_username(username)
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(username=username).first()
+        user = User.objects.select_for_update(no_key=True).filter(username=username).first()
         created = user is None
         if user is None:
             user = user_create(actor=actor, username=username, password=password, email=email, is_staff=True)
