@@ -4,9 +4,12 @@ A key reads ``ffk_<prefix>_<secret>``: the 8-character prefix identifies it in l
 logs, the secret is 43 URL-safe characters; only ``sha256(key)`` is stored.
 
 Lookups are cached in Django's cache (Redis in production, shared by every process) for
-``API_KEY_CACHE_SECONDS`` and in the process for ``API_KEY_LOCAL_CACHE_SECONDS`` (2 s);
-revoking or expiring a key deletes its shared entry on commit, so every process refuses it
-within those 2 s (the revoking process at once).
+``API_KEY_CACHE_SECONDS`` and in the process for ``API_KEY_LOCAL_CACHE_SECONDS`` (2 s).
+Revoking or expiring a key, and deactivating or re-roling the user it is bound to, rewrite its
+shared entry on commit from the committed row (``refresh``), so every process refuses it within
+``API_KEY_LOCAL_CACHE_SECONDS`` of the commit (the committing process at once). The entry is
+rewritten rather than deleted, and a lookup only ``add``s what it read: a lookup that read the
+row just before the commit cannot put the old state back after it.
 
 ``last_used_at`` is kept to the minute without a database write per request: a process
 remembers when it last touched a key, and the first process in a minute to win the
@@ -34,6 +37,8 @@ from django.utils import timezone
 from accounts.models import ApiKey
 
 KEY_RE = re.compile(r"^ffk_([a-z0-9]{8})_([A-Za-z0-9_-]{20,128})$")
+# How people name a key: its prefix, as lists show it (``ffk_abcd1234``, ``ffk_abcd1234_…``) or bare.
+PREFIX_RE = re.compile(r"^(?:ffk_)?([a-z0-9]{8})(?:_.*)?$")
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 _CACHE_PREFIX = "ff:apikey"
 TOUCH_INTERVAL_SECONDS = 60
@@ -47,6 +52,12 @@ def new_key() -> tuple[str, str]:
 
 def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def parse_prefix(text: str) -> str | None:
+    """The 8-character prefix in ``abcd1234``, ``ffk_abcd1234`` or ``ffk_abcd1234_...``; None if none."""
+    found = PREFIX_RE.match(text.strip()) if isinstance(text, str) else None
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -114,8 +125,8 @@ _MISSING = "missing"
 
 
 # A second, per-process level for the hot paths: a key seen in the last
-# API_KEY_LOCAL_CACHE_SECONDS (default 2 s) is not looked up again. Revoking drops it here at
-# once and from the shared cache on commit; other processes follow within those seconds.
+# API_KEY_LOCAL_CACHE_SECONDS (default 2 s) is not looked up again. Revoking drops it here and
+# rewrites the shared entry on commit (``refresh``); other processes follow within those seconds.
 _local: dict[str, tuple[float, KeyInfo | str]] = {}
 
 
@@ -147,20 +158,41 @@ def lookup(raw: str) -> KeyInfo | None:
 
 
 def load(raw: str) -> KeyInfo | None:
-    """Read the key from the database and cache the answer (a miss for a shorter time)."""
+    """Read the key from the database and cache the answer (a miss for a shorter time).
+
+    ``add``, not ``set``: if a revocation committed after this read, its ``refresh`` wrote
+    the newer state already, and this older one must not replace it."""
     key_hash = hash_key(raw)
     key = ApiKey.objects.select_related("user").filter(key_hash=key_hash).first()
     if key is None:
-        cache.set(_cache_key(key_hash), _MISSING, timeout=settings.API_KEY_CACHE_SECONDS // 4 or 1)
+        cache.add(_cache_key(key_hash), _MISSING, timeout=settings.API_KEY_CACHE_SECONDS // 4 or 1)
         return None
     info = info_for(key)
-    cache.set(_cache_key(key_hash), info, timeout=settings.API_KEY_CACHE_SECONDS)
+    cache.add(_cache_key(key_hash), info, timeout=settings.API_KEY_CACHE_SECONDS)
     return info
 
 
 def forget(key_hash: str) -> None:
     _local.pop(key_hash, None)
     cache.delete(_cache_key(key_hash))
+
+
+def refresh(*key_hashes: str) -> None:
+    """After a commit that changed what these keys may do: cache their committed state.
+
+    Written over whatever the shared cache holds, so a lookup racing the commit cannot leave
+    the old state there; other processes read it once their 2 s local entry ends."""
+    for key_hash in key_hashes:
+        _local.pop(key_hash, None)
+    for key in ApiKey.objects.select_related("user").filter(key_hash__in=key_hashes):
+        cache.set(_cache_key(key.key_hash), info_for(key), timeout=settings.API_KEY_CACHE_SECONDS)
+
+
+def refresh_for_user(user_id: int) -> None:
+    """``refresh`` every key bound to the user (deactivated, or roles changed)."""
+    hashes = list(ApiKey.objects.filter(user_id=user_id).values_list("key_hash", flat=True))
+    if hashes:
+        refresh(*hashes)
 
 
 # -- last_used_at --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import actor_check_current
 from audit import services as audit
 from core.actors import Actor
 from core.errors import Conflict, NotFound, PermissionDenied
@@ -92,6 +93,7 @@ def _check_decidable(request: ChangeRequest, actor: Actor) -> None:
         raise PermissionDenied("only SAFETY engineers decide change requests to ASIL-D flags")
     if is_requester(actor, request):
         raise PermissionDenied("the requester cannot decide their own change request: a second person must")
+    actor_check_current(actor=actor)  # a key revoked (or user deactivated) since the actor was made
 
 
 def _requester_person_ids(request: ChangeRequest) -> frozenset[int]:
@@ -166,6 +168,7 @@ def change_request_withdraw(*, actor: Actor, change_request: ChangeRequest | int
             raise Conflict(f"change request {request.pk} is {request.status} already", code=FlagCode.ALREADY_DECIDED)
         if not is_requester(actor, request):
             raise PermissionDenied("only the requester can withdraw a change request")
+        actor_check_current(actor=actor)
         request.status = ChangeRequest.Status.WITHDRAWN
         request.decided_at = timezone.now()
         request.decided_by_label = actor.label

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from accounts import urls as accounts_urls
 from audit import urls as audit_urls
 from core.http.errors import error_body
 from flags.api import urls as flags_urls
@@ -34,7 +35,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics_view, name="metrics"),
     # One v1 router: each app routes its own part of /api/v1/.
-    path("api/v1/", include(([*flags_urls.urlpatterns, *vehicles_urls.urlpatterns, *audit_urls.urlpatterns], "api"))),
+    path("api/v1/", include(([*flags_urls.urlpatterns, *vehicles_urls.urlpatterns, *accounts_urls.urlpatterns,
+                               *audit_urls.urlpatterns], "api"))),
     path("ofrep/v1/", include((ofrep_urlpatterns, "ofrep"))),
     path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

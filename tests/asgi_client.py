@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import unquote
 from typing import Any
+from urllib.parse import unquote
 
 from asgiref.sync import async_to_sync
 

@@ -30,10 +30,19 @@ def _free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def free_port() -> int:
+    """A port nothing listens on now, chosen by the OS (several test runs share the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @contextmanager
-def live_server(tmp: Path, port: int) -> Iterator[LiveServer]:
-    if not _free(port):
-        raise RuntimeError(f"127.0.0.1:{port} is in use")
+def live_server(tmp: Path, port: int = 0) -> Iterator[LiveServer]:
+    """``port`` is a preference: 0, or a port in use (another run on this machine), takes a free one."""
+    if not port or not _free(port):
+        port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "FLEETFLAG_SETTINGS")}
     env.update(DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}", FLEETFLAG_VAR_DIR=str(tmp),
                DJANGO_SETTINGS_MODULE="fleetflag.settings", PYTHONPATH=str(ROOT))
