@@ -16,6 +16,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from accounts.services import actor_check_current
 from audit import services as audit
 from core.actors import Actor
 from core.errors import Conflict, PermissionDenied
@@ -71,6 +72,7 @@ def _execute(
             )
         if not permissions.can_change(actor, locked):
             raise PermissionDenied(f"{actor.label} may not change flag {locked.key}")
+        actor_check_current(actor=actor)  # a key revoked (or a user deactivated) since the actor was made
         if locked.archived_at is not None:
             raise Conflict(f"flag {locked.key} is archived; archived flags do not change", code=FlagCode.ARCHIVED)
         ops.check_owner_change(actor, locked, operation, payload)
@@ -123,6 +125,7 @@ def flag_create(
     )
     ops.full_clean(flag)
     with transaction.atomic():
+        actor_check_current(actor=actor)
         if Flag.objects.filter(key=key).exists():
             raise ValidationError({"key": f"a flag with key {key!r} exists already (keys are never reused)"})
         try:
@@ -256,6 +259,7 @@ def kill_switch_engage(*, actor: Actor, flag: Flag | int | str, reason: str) -> 
         locked = ops.lock(flag)
         if not permissions.can_engage_kill_switch(actor, locked):
             raise PermissionDenied(f"{actor.label} may not engage the kill switch of {locked.key}")
+        actor_check_current(actor=actor)
         if locked.archived_at is not None:
             raise Conflict(f"flag {locked.key} is archived", code=FlagCode.ARCHIVED)
         engaged = selectors.engaged_kill_switches(locked).first()

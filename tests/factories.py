@@ -67,3 +67,12 @@ def actor(role: str, username: str | None = None) -> Actor:
     """An actor for a fresh user with ``role`` (comma-separated for several)."""
     user = UserFactory(username=username or f"{role.lower().replace(',', '-')}-user", role=role)
     return Actor.for_user(user)
+
+
+def api_key(name: str, role: str = "WRITE", user: Any = None) -> Any:
+    """A real key row (services refuse actors whose key does not exist or was revoked)."""
+    from accounts import keys
+    from accounts.models import ApiKey
+
+    raw, prefix = keys.new_key()
+    return ApiKey.objects.create(name=name, key_prefix=prefix, key_hash=keys.hash_key(raw), role=role, user=user)

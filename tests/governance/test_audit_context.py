@@ -51,13 +51,14 @@ def test_actor_from_request__forwarded_ip_user_agent_request_id() -> None:
 
 
 def test_api_key_actor__type_and_key_recorded() -> None:
-    class Key:
-        pk, name, role, user, user_id = 31, "tier1-bosch", "WRITE", None, None
+    from accounts.services import api_key_create
 
-    services.flag_create(actor=Actor.for_api_key(Key(), ip="198.51.100.4", request_id="k-1"), key="a.b", name="A")
-    entry = AuditEntry.objects.get()
+    # (a real key: services refuse an actor whose key no longer exists or was revoked)
+    key, _ = api_key_create(actor=Actor.for_system("tests"), name="tier1-bosch", role="WRITE")
+    services.flag_create(actor=Actor.for_api_key(key, ip="198.51.100.4", request_id="k-1"), key="a.b", name="A")
+    entry = AuditEntry.objects.get(action="CREATE_FLAG")
     assert (entry.actor_type, entry.actor, entry.api_key_id, entry.user_id, entry.ip, entry.request_id) == (
-        "api_key", "api-key:tier1-bosch", 31, None, "198.51.100.4", "k-1")
+        "api_key", "api-key:tier1-bosch", key.pk, None, "198.51.100.4", "k-1")
 
 
 def test_system_actor__no_request_meta() -> None:

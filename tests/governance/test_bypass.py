@@ -20,7 +20,7 @@ from core.actors import Actor
 from core.errors import Conflict, PermissionDenied
 from flags import services
 from flags.models import ChangeRequest, Flag, Rule
-from tests.factories import RuleFactory, UserFactory, actor
+from tests.factories import RuleFactory, UserFactory, actor, api_key
 from tests.governance.conftest import applied_entries, audit_trail, owned_flag, requests_of, state, team
 
 pytestmark = pytest.mark.django_db
@@ -127,11 +127,9 @@ def test_requester_approves_through_api_key_bound_to_self__refused(
     # Given the requester also holds SAFETY, and a script key bound to their own user
     engineer.user.groups.add(team("SAFETY"))
 
-    class ScriptKey:
-        pk, name, role = 4242, "ci-pipeline", "WRITE"
-        user, user_id = engineer.user, engineer.user.pk
+    script_key = api_key("ci-pipeline", "WRITE", user=engineer.user)
 
-    through_key = Actor.for_api_key(ScriptKey(), ip="10.0.0.9", request_id="req-key")
+    through_key = Actor.for_api_key(script_key, ip="10.0.0.9", request_id="req-key")
     assert through_key.has_role("SAFETY") and through_key.api_key is not None
     # When that key approves the request
     error = refused_and_nothing_changed(
@@ -145,13 +143,11 @@ def test_request_made_through_key__approved_by_the_key_owner_session__refused(br
     owner = UserFactory(username="dual-role", role="WRITE,SAFETY")
     team("chassis", owner)
 
-    class ScriptKey:
-        pk, name, role = 77, "nightly", "WRITE"
-        user, user_id = owner, owner.pk
+    script_key = api_key("nightly", "WRITE", user=owner)
 
-    request = services.flag_update(actor=Actor.for_api_key(ScriptKey()), flag=brakes, changes={"name": "via key"},
+    request = services.flag_update(actor=Actor.for_api_key(script_key), flag=brakes, changes={"name": "via key"},
                                    rationale=R).change_request
-    assert (request.requested_by_id, request.requested_by_api_key_id) == (owner.pk, 77)
+    assert (request.requested_by_id, request.requested_by_api_key_id) == (owner.pk, script_key.pk)
     refused_and_nothing_changed(
         brakes, lambda: services.change_request_approve(actor=Actor.for_user(owner), change_request=request),
         PermissionDenied,
@@ -220,14 +216,13 @@ def test_withdrawn_request__cannot_be_approved(brakes: Flag, pending: ChangeRequ
 
 
 def test_request_by_unbound_key__nobody_can_approve_as_that_key(brakes: Flag) -> None:
-    class RoleKey:
-        pk, name, role, user, user_id = 9, "supplier", "ADMIN", None, None
+    role_key = api_key("supplier", "ADMIN")
 
-    request = services.flag_update(actor=Actor.for_api_key(RoleKey()), flag=brakes, changes={"name": "k"},
+    request = services.flag_update(actor=Actor.for_api_key(role_key), flag=brakes, changes={"name": "k"},
                                    rationale=R).change_request
     # A key cannot approve (approval needs a person), and the same key bound to a SAFETY user is the requester.
     refused_and_nothing_changed(
-        brakes, lambda: services.change_request_approve(actor=Actor.for_api_key(RoleKey()), change_request=request),
+        brakes, lambda: services.change_request_approve(actor=Actor.for_api_key(role_key), change_request=request),
         PermissionDenied,
     )
 

@@ -16,7 +16,7 @@ from core.actors import Actor
 from core.errors import PermissionDenied
 from flags import permissions, services
 from flags.models import Flag, Rule
-from tests.factories import RuleFactory, UserFactory, actor
+from tests.factories import RuleFactory, UserFactory, actor, api_key
 from tests.governance.conftest import audit_trail, owned_flag, state, team
 
 pytestmark = pytest.mark.django_db
@@ -113,13 +113,10 @@ def test_asil_d_change_request__by_owning_team__held_for_approval(chassis_asil_d
 
 
 def test_unbound_api_key__may_not_change_team_flags_admin_key_may(chassis_flag: Flag) -> None:
-    class Key:
-        def __init__(self, pk: int, role: str) -> None:
-            self.pk, self.name, self.role, self.user_id, self.user = pk, f"key-{pk}", role, None, None
-
     with pytest.raises(PermissionDenied):
-        services.flag_update(actor=Actor.for_api_key(Key(1, "WRITE")), flag=chassis_flag, changes={"name": "x"})
-    assert services.flag_update(actor=Actor.for_api_key(Key(2, "ADMIN")), flag=chassis_flag,
+        services.flag_update(actor=Actor.for_api_key(api_key("key-1", "WRITE")), flag=chassis_flag,
+                             changes={"name": "x"})
+    assert services.flag_update(actor=Actor.for_api_key(api_key("key-2", "ADMIN")), flag=chassis_flag,
                                 changes={"name": "x"}).applied
 
 
