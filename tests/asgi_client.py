@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import unquote
 
 from asgiref.sync import async_to_sync
+from django.core import signals
+from django.db import close_old_connections
 
 
 def asgi_request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"",
@@ -46,7 +49,16 @@ def asgi_request(method: str, path: str, headers: dict[str, str] | None = None, 
 
         await asyncio.wait_for(application(scope, receive, send), timeout=30)
 
-    async_to_sync(run)()
+    # As Django's test client does: a test's connection stays open across the request (the
+    # handler's signals, and the lane around database work, would close it mid-transaction).
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        with patch("core.http.threads.close_old_connections", lambda: None):
+            async_to_sync(run)()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     names = {k.decode("latin1").lower(): v.decode("latin1") for k, v in start["headers"]}

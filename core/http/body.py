@@ -8,6 +8,8 @@ What it refuses, with a 400 in the one error format:
   (default 32) — ``parse_error``; Python's decoder would otherwise raise ``RecursionError``
   near depth 1000 (a 500), and anything deep that got through would do the same later
   (validation, ``json.dumps`` for the audit);
+- NaN, Infinity and numbers out of float range — ``parse_error`` (not JSON; PostgreSQL
+  refuses them);
 - strings (keys or values) holding NUL or a lone surrogate, in bodies, paths and query
   strings — ``validation_error``: PostgreSQL cannot store NUL in text, and a lone surrogate
   cannot be encoded as UTF-8, so either would fail deep inside a write as a 500.
@@ -73,10 +75,28 @@ def _walk(data: Any, limit: int) -> None:
                                fields={field: [problem]})
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); Python's decoder accepts them, PostgreSQL does not.
+    raise _NotFinite(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotFinite(f"{text[:40]} is out of range for a number")
+    return value
+
+
 def parse_json(raw: bytes | str) -> Any:
     """The document, or ApiError 400 (parse_error, or validation_error for bad characters)."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except _NotFinite as exc:
+        raise ApiError(400, Code.PARSE_ERROR, f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise ApiError(400, Code.PARSE_ERROR, f"the JSON is nested deeper than {max_depth()} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from django.urls import Resolver404, resolve
 from core import metrics
 from core.errors import Code
 from core.http.body import target_problem
-from core.http.errors import error_response
+from core.http.errors import edge_error_body, error_response
 from core.http.request_id import SAFE_ID
 
 API_PREFIXES = ("/api/", "/ofrep/")
@@ -73,8 +74,10 @@ class ApiEdgeMiddleware:
         if problem is None:
             return None
         request.request_id = _request_id(request)  # type: ignore[attr-defined]
-        response = error_response(request, problem.status_code, problem.error_code, problem.message,
-                                  fields=problem.fields)
+        body = edge_error_body(request.path_info, problem.status_code, problem.error_code, problem.message,
+                               request_id=request.request_id, fields=problem.fields)  # type: ignore[attr-defined]
+        response = HttpResponse(json.dumps(body), status=problem.status_code, content_type="application/json",
+                                charset="utf-8")
         response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
         return response
 

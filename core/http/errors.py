@@ -134,3 +134,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="fleetflag"'
     return response
+
+
+OFREP_PREFIX = "/ofrep/"
+
+
+def edge_error_body(path: str, status: int, code: str, message: str, *, request_id: str,
+                    fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error the edge answers before any view: OFREP's own failure shape for a 400 under
+    ``/ofrep/`` (its clients read ``errorCode``), the one error shape everywhere else."""
+    if path.startswith(OFREP_PREFIX) and status == 400:
+        return {"errorCode": "PARSE_ERROR" if code == Code.PARSE_ERROR else "INVALID_CONTEXT",
+                "errorDetails": message}
+    return error_body(code, message, request_id=request_id, fields=fields)

@@ -37,7 +37,7 @@ from core import metrics
 from core.errors import Code
 from core.http.body import target_problem
 from core.http.edge import serve_hot
-from core.http.errors import ApiError, error_body
+from core.http.errors import ApiError, edge_error_body, error_body
 from core.http.request_id import SAFE_ID
 from core.http.threads import in_lane
 
@@ -254,7 +254,8 @@ def _replay(body: bytes, receive: Any) -> Any:
 async def _answer_error(send: Any, scope: dict[str, Any], error: ApiError) -> None:
     raw_id = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"").decode("latin1")
     request_id = raw_id if raw_id and SAFE_ID.match(raw_id) else f"{random.getrandbits(128):032x}"
-    body = json.dumps(error_body(error.error_code, error.message, request_id=request_id, fields=error.fields)).encode()
+    body = json.dumps(edge_error_body(scope["path"], error.status_code, error.error_code, error.message,
+                                      request_id=request_id, fields=error.fields)).encode()
     headers = [(b"Content-Type", b"application/json"), (b"X-Request-ID", request_id.encode()), *_SECURITY_HEADERS,
                *((name.encode(), value.encode()) for name, value in error.headers.items())]
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})

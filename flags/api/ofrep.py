@@ -127,7 +127,8 @@ class OfrepFlagView(APIView):
         responses={200: OfrepSuccessSerializer,
                    400: OpenApiResponse(OfrepFailureSerializer, description="TARGETING_KEY_MISSING, INVALID_CONTEXT, PARSE_ERROR"),
                    404: OpenApiResponse(OfrepFailureSerializer, description="FLAG_NOT_FOUND"),
-                   401: ErrorSerializer, 403: ErrorSerializer, 413: ErrorSerializer, 429: ErrorSerializer},
+                   401: ErrorSerializer, 403: ErrorSerializer, 413: ErrorSerializer, 415: ErrorSerializer,
+                   429: ErrorSerializer},
     )
     def post(self, request: Request, key: str) -> Response:
         try:
@@ -150,7 +151,8 @@ class OfrepBulkView(APIView):
         parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER)],
         responses={200: OfrepBulkSerializer, 304: OpenApiResponse(description="not modified"),
                    400: OpenApiResponse(OfrepFailureSerializer, description="TARGETING_KEY_MISSING, INVALID_CONTEXT, PARSE_ERROR"),
-                   401: ErrorSerializer, 403: ErrorSerializer, 413: ErrorSerializer, 429: ErrorSerializer},
+                   401: ErrorSerializer, 403: ErrorSerializer, 413: ErrorSerializer, 415: ErrorSerializer,
+                   429: ErrorSerializer},
     )
     def post(self, request: Request) -> Response:
         try:
