@@ -55,3 +55,22 @@ def test_api__generated_requests__no_server_error_and_schema_conformant(api_sche
                 case.call_and_validate(base_url=server.base_url, headers=headers, checks=CHECKS)
 
             check()
+
+
+def test_api__stateful_sequences__no_server_error_and_schema_conformant(api_schema: Any, server: LiveServer) -> None:
+    # Given the operations chained by the links schemathesis infers from the schema (a created
+    # flag's key into its detail, rules and kill switch; a change request's id into its decision)
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
+    base = api_schema.as_state_machine()
+    assert base.bundles, "no links inferred: the stateful run would do nothing"
+
+    class Workflow(base):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": server.base_url, "headers": headers}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            # When a sequence runs, then every answer is no 5xx and matches the schema
+            case.validate_response(response, checks=CHECKS)
+
+    Workflow.run(settings=settings(max_examples=40, stateful_step_count=6, deadline=None, derandomize=True,
+                                   suppress_health_check=list(HealthCheck), database=None))
