@@ -16,26 +16,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors, services
+from accounts.codes import KeyCode
 from accounts.models import ApiKey
 from accounts.permissions import ALL_ROLES
 from accounts.serializers import KEY_STATES, ApiKeySerializer, PaginatedApiKeySerializer
 from core.actors import Actor
-from core.http.api import ErrorSerializer, Pagination
+from core.errors import Code
+from core.http.api import Pagination, error_responses
 from core.http.errors import ApiError
 
-_DESCRIPTIONS = {
-    400: "Invalid input (validation_error)",
-    401: "No or invalid credentials (not_authenticated, invalid_api_key, api_key_expired, api_key_revoked, "
-         "api_key_inactive)",
-    403: "Not allowed (permission_denied, csrf_failed)",
-    404: "No API key with this prefix (not_found)",
-    409: "Revoked or expired already (already_revoked, already_expired)",
-    429: "Rate limited (rate_limited, Retry-After header)",
-}
 
-
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code]) for code in codes}
+def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return error_responses(*statuses, codes=[KeyCode])
 
 
 def _state_filter(state: str) -> Q:
@@ -54,7 +46,7 @@ def _visible(request: Request, prefix: str) -> tuple[Actor, ApiKey]:
     actor = Actor.from_request(request)
     key = selectors.api_key_get(prefix=prefix)
     if not services.may_end_key(actor, key):
-        raise ApiError(403, "permission_denied", f"{actor.label} may not see API key ffk_{key.key_prefix}")
+        raise ApiError(403, Code.PERMISSION_DENIED, f"{actor.label} may not see API key ffk_{key.key_prefix}")
     return actor, key
 
 
@@ -76,7 +68,7 @@ class ApiKeyListView(APIView):
         if state:
             if state not in KEY_STATES:
                 message = f"expected one of {', '.join(KEY_STATES)}"
-                raise ApiError(400, "validation_error", f"state: {message}", fields={"state": [message]})
+                raise ApiError(400, Code.VALIDATION_ERROR, f"state: {message}", fields={"state": [message]})
             found = found.filter(_state_filter(state))
         search = request.query_params.get("search", "").strip()
         if search:

@@ -34,6 +34,7 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.codes import KeyCode
 from accounts.models import ApiKey
 
 KEY_RE = re.compile(r"^ffk_([a-z0-9]{8})_([A-Za-z0-9_-]{20,128})$")
@@ -78,11 +79,11 @@ class KeyInfo:
     def refusal(self, now: datetime | None = None) -> tuple[str, str] | None:
         """(code, message) when the key may not be used now, else None."""
         if self.revoked:
-            return "api_key_revoked", f"API key ffk_{self.prefix} was revoked"
+            return KeyCode.API_KEY_REVOKED, f"API key ffk_{self.prefix} was revoked"
         if not self.is_active:
-            return "api_key_inactive", f"API key ffk_{self.prefix} is inactive"
+            return KeyCode.API_KEY_INACTIVE, f"API key ffk_{self.prefix} is inactive"
         if self.expires_at is not None and self.expires_at <= (now or timezone.now()):
-            return "api_key_expired", f"API key ffk_{self.prefix} expired at {self.expires_at:%Y-%m-%d %H:%M} UTC"
+            return KeyCode.API_KEY_EXPIRED, f"API key ffk_{self.prefix} expired at {self.expires_at:%Y-%m-%d %H:%M} UTC"
         return None
 
     def as_model(self) -> ApiKey:

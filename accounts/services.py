@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from accounts import keys
 from accounts.actions import AccountAction
+from accounts.codes import KeyCode
 from accounts.models import ApiKey
 from audit import services as audit
 from core.actors import ROLE_ADMIN, ROLES, Actor
@@ -396,7 +397,7 @@ def api_key_revoke(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
         if not may_end_key(actor, key):
             raise PermissionDenied(f"{actor.label} may not revoke API key ffk_{key.key_prefix}")
         if key.revoked_at is not None:
-            raise Conflict(f"API key ffk_{key.key_prefix} is revoked already", code="already_revoked")
+            raise Conflict(f"API key ffk_{key.key_prefix} is revoked already", code=KeyCode.ALREADY_REVOKED)
         before = keys.describe(key)
         key.is_active = False
         key.revoked_at = timezone.now()
@@ -414,9 +415,9 @@ def api_key_expire(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
         if not may_end_key(actor, key):
             raise PermissionDenied(f"{actor.label} may not expire API key ffk_{key.key_prefix}")
         if key.revoked_at is not None:
-            raise Conflict(f"API key ffk_{key.key_prefix} is revoked already", code="already_revoked")
+            raise Conflict(f"API key ffk_{key.key_prefix} is revoked already", code=KeyCode.ALREADY_REVOKED)
         if key.is_expired:
-            raise Conflict(f"API key ffk_{key.key_prefix} is expired already", code="already_expired")
+            raise Conflict(f"API key ffk_{key.key_prefix} is expired already", code=KeyCode.ALREADY_EXPIRED)
         before = keys.describe(key)
         key.expires_at = timezone.now()
         key.save(update_fields=["expires_at"])

@@ -9,11 +9,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from accounts import urls as accounts_urls
 from audit import urls as audit_urls
+from core.errors import Code
 from core.http.errors import error_body
 from flags.api import urls as flags_urls
 from flags.api.urls import ofrep_urlpatterns
 from fleetflag import health
 from vehicles import urls as vehicles_urls
+
 
 class SchemaView(SpectacularAPIView):
     """The OpenAPI schema: YAML, or JSON with ``?format=json`` (or ``Accept: application/json``).
@@ -50,7 +52,7 @@ def _is_api(request: HttpRequest) -> bool:
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(error_body("validation_error", f"bad request: {exception or 'malformed'}",
+        return JsonResponse(error_body(Code.VALIDATION_ERROR, f"bad request: {exception or 'malformed'}",
                                        request_id=getattr(request, "request_id", "")), status=400)
     from django.views.defaults import bad_request
 
@@ -59,7 +61,7 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Http
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(error_body("not_found", f"no endpoint {request.path}",
+        return JsonResponse(error_body(Code.NOT_FOUND, f"no endpoint {request.path}",
                                        request_id=getattr(request, "request_id", "")), status=404)
     from django.views.defaults import page_not_found
 
@@ -68,7 +70,7 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 def handler500(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(error_body("server_error", "internal error; quote the request id when reporting it",
+        return JsonResponse(error_body(Code.SERVER_ERROR, "internal error; quote the request id when reporting it",
                                        request_id=getattr(request, "request_id", "")), status=500)
     from django.views.defaults import server_error
 
