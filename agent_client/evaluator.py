@@ -73,6 +73,7 @@ class CompiledFlag:
         "_default",
         "_fixed",
         "_rules",
+        "compile_error",
         "data",
         "default_value",
         "key",
@@ -90,6 +91,7 @@ class CompiledFlag:
         self.version: int | None = data.get("version")
         self.ttl_seconds: int | None = data.get("ttl_seconds")
         self.safety_level: str | None = data.get("safety_level")
+        self.compile_error: str | None = None
         self._rules: tuple[Any, ...] = ()
         rules = [r for r in data.get("rules") or () if r.get("enabled", True)]
         kill = next((r for r in rules if r.get("type") == "kill_switch"), None)
@@ -104,10 +106,11 @@ class CompiledFlag:
             try:
                 self._rules = tuple(self._compile_rule(r) for r in sorted(rules, key=_rule_order))
             except (KeyError, TypeError, ValueError) as exc:
-                # A rule this evaluator cannot read (a newer rule type, damaged data):
-                # serve the default rather than guess at what the rule meant.
+                # A rule this evaluator cannot read (a newer rule type, damaged data, a
+                # pattern without its engine): serve the default rather than guess at what
+                # the rule meant.
                 self._fixed = Resolution(self.key, self.default_value, None, ERROR, self.version, PARSE_ERROR)
-                self.data = {**data, "compile_error": str(exc)}
+                self.compile_error = str(exc)
         self._default = Resolution(self.key, self.default_value, "default", DEFAULT, self.version)
 
     def _compile_rule(self, rule: Mapping[str, Any]) -> Any:

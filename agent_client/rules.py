@@ -4,18 +4,41 @@
 that the server can refuse bad input naming the field. ``compile_rule`` turns a valid
 rule into a matcher ``(vin, context) -> Resolution | None`` with everything that can be
 computed ahead of time already computed, because evaluation is the hot path.
+
+Every evaluation of a valid rule has a small bounded cost, whatever its author wrote or
+the caller sends (the caps are checked when the rule is written and again when a snapshot
+is compiled, so a vehicle enforces them too):
+
+- lists (``vins``, ``models``, ``regions``, ``values``) hold at most ``MAX_LIST`` entries
+  and are matched through frozensets: one hash lookup, whatever their length;
+- a rollout has at most ``MAX_VARIANTS`` variants;
+- ``regex`` runs on RE2 with capped pattern, program and subject sizes
+  (``agent_client.regex``);
+- versions are at most ``agent_client.semver.MAX_VERSION_LENGTH`` characters and ranges
+  at most ``MAX_RANGE_COMPARATORS`` comparators; a longer context value is not a version;
+- a rule reads one attribute of the context with one lookup and never walks into a value
+  (a list or an object never matches), so a deep or huge context costs nothing more.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 from agent_client.bucketing import ROLLOUT_SALT, VARIANT_SALT, bucket, percent_to_buckets
-from agent_client.semver import SemverError, VersionKey, parse_range, parse_version, try_parse_version
+from agent_client.regex import compile_search, pattern_problem
+from agent_client.semver import (
+    MAX_VERSION_LENGTH,
+    SemverError,
+    VersionKey,
+    parse_range,
+    parse_version,
+    try_parse_version,
+)
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
 RULE_TYPES = ("kill_switch", "vehicle_whitelist", "vehicle_target", "user_attribute", "percentage_rollout")
@@ -25,6 +48,7 @@ OPERATORS = LIST_OPERATORS + SCALAR_OPERATORS
 VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
 VARIANT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_LIST = 10_000
+MAX_VARIANTS = 100
 
 Errors = dict[str, list[str]]
 Matcher = Callable[[str | None, Mapping[str, Any]], Any]
@@ -40,8 +64,7 @@ def value_type_error(flag_type: str, value: object) -> str | None:
     if flag_type == "string":
         return None if isinstance(value, str) else f"must be a string for a string flag, not {value!r}"
     if flag_type == "number":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else f"must be a finite number for a number flag, not {value!r}"
+        return None if _is_number(value) else f"must be a finite number for a number flag, not {value!r}"
     if flag_type == "json":
         return None if _is_json(value) else "must be a JSON value"
     return f"unknown flag type {flag_type!r} (one of {', '.join(FLAG_TYPES)})"
@@ -60,7 +83,13 @@ def _is_json(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number a double can hold. Never raises: ``math.isfinite`` on an int beyond
+    the float range raises OverflowError, and JSON parsers return such ints."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -sys.float_info.max <= value <= sys.float_info.max  # exact: no conversion to float
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _percent_error(value: object, what: str) -> str | None:
@@ -110,14 +139,18 @@ def _unknown_keys(conditions: Mapping[str, Any], allowed: tuple[str, ...]) -> li
     return [f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(allowed)})"] if extra else []
 
 
+def _too_many(name: str, items: list[Any], cap: int) -> list[str]:
+    return [f"{name} may hold at most {cap} entries, not {len(items)}"] if len(items) > cap else []
+
+
 def _string_list(conditions: Mapping[str, Any], name: str, *, required: bool) -> list[str]:
     if name not in conditions:
         return [f"{name} is required"] if required else []
     items = conditions[name]
     if not isinstance(items, list) or not items:
         return [f"{name} must be a non-empty list"]
-    if len(items) > MAX_LIST:
-        return [f"{name} may hold at most {MAX_LIST} entries"]
+    if too_many := _too_many(name, items, MAX_LIST):
+        return too_many
     bad = [i for i, item in enumerate(items) if not isinstance(item, str) or not item]
     return [f"{name}[{bad[0]}] must be a non-empty string"] if bad else []
 
@@ -175,8 +208,8 @@ def _validate_attribute(conditions: Mapping[str, Any], flag_type: str) -> list[s
         values = conditions.get("values")
         if not isinstance(values, list) or not values:
             return problems + [f"values must be a non-empty list for operator {operator}"]
-        if len(values) > MAX_LIST:
-            return problems + [f"values may hold at most {MAX_LIST} entries"]
+        if too_many := _too_many("values", values, MAX_LIST):
+            return problems + too_many
         if not all(_scalar(v) for v in values):
             problems.append("values must be strings, numbers or booleans")
         return problems
@@ -192,13 +225,9 @@ def _validate_attribute(conditions: Mapping[str, Any], flag_type: str) -> list[s
         except SemverError as exc:
             problems.append(f"value: {exc}")
     elif operator == "regex":
-        if not isinstance(operand, str):
-            problems.append("value must be a regular expression string")
-        else:
-            try:
-                re.compile(operand)
-            except re.error as exc:
-                problems.append(f"value is not a valid regular expression: {exc}")
+        problem = pattern_problem(operand)
+        if problem:
+            problems.append(f"value {problem}")
     elif not _scalar(operand):
         problems.append("value must be a string, number or boolean")
     return problems
@@ -226,6 +255,8 @@ def _validate_rollout(conditions: Mapping[str, Any], flag_type: str) -> list[str
         variants = conditions["variants"]
         if not isinstance(variants, list) or not variants:
             return problems + ["variants must be a non-empty list"]
+        if too_many := _too_many("variants", variants, MAX_VARIANTS):
+            return problems + too_many
         keys: set[str] = set()
         total = 0
         for i, variant in enumerate(variants):
@@ -273,7 +304,10 @@ _cached_version_key = lru_cache(maxsize=4096)(try_parse_version)
 def _version_key(value: object) -> VersionKey | None:
     # Only strings reach the cache: a context value may be any JSON, and a list or an
     # object is unhashable (it would raise inside lru_cache instead of not matching).
-    return _cached_version_key(value) if isinstance(value, str) else None
+    # Only short ones: a longer string is no version, and the cache must not keep it.
+    if isinstance(value, str) and len(value) <= MAX_VERSION_LENGTH:
+        return _cached_version_key(value)
+    return None
 
 
 # What a value that is not a JSON scalar (null, a list, an object, or absent) normalises
@@ -358,8 +392,8 @@ def _compile_attribute(conditions: Mapping[str, Any]) -> Callable[[str | None, M
             return lambda vin, ctx: (k := _version_key(ctx.get(attribute))) is not None and k >= bound
         return lambda vin, ctx: (k := _version_key(ctx.get(attribute))) is not None and k < bound
     if operator == "regex":
-        search = re.compile(operand).search
-        return lambda vin, ctx: isinstance(v := ctx.get(attribute), str) and search(v) is not None
+        matches = compile_search(operand)
+        return lambda vin, ctx: isinstance(v := ctx.get(attribute), str) and matches(v)
     raise ValueError(f"unknown operator {operator!r}")
 
 
