@@ -1,9 +1,14 @@
-"""The rule language: validation and compilation, defined once for server and vehicle.
+"""The rule language: one registry entry per rule type, for server and vehicle alike.
 
-``validate_*`` return the problems as ``{field: [message, ...]}`` (empty when valid) so
-that the server can refuse bad input naming the field. ``compile_rule`` turns a valid
-rule into a matcher ``(vin, context) -> Resolution | None`` with everything that can be
-computed ahead of time already computed, because evaluation is the hot path.
+``RULE_KINDS`` maps each rule type to its ``RuleKind``: the label people see, the
+validation of its conditions and the compiler of a valid rule. Adding a rule type is
+adding one entry here; ``flags.models.RuleType`` mirrors the keys and labels for the
+database, and ``tests/agent_client/test_rule_registry.py`` holds the two equal.
+
+``validate_rule`` returns the problems as ``{field: [message, ...]}`` (empty when valid)
+so that the server can refuse bad input naming the field. A kind's ``compile`` turns a
+valid rule into a matcher ``(vin, context) -> Resolution | None`` with everything that can
+be computed ahead of time already computed, because evaluation is the hot path.
 
 Every evaluation of a valid rule has a small bounded cost, whatever its author wrote or
 the caller sends (the caps are checked when the rule is written and again when a snapshot
@@ -26,11 +31,13 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from agent_client.bucketing import ROLLOUT_SALT, VARIANT_SALT, bucket, percent_to_buckets
 from agent_client.regex import compile_search, pattern_problem
+from agent_client.resolution import SPLIT, TARGETING_MATCH, Resolution
 from agent_client.semver import (
     MAX_VERSION_LENGTH,
     SemverError,
@@ -39,9 +46,14 @@ from agent_client.semver import (
     parse_version,
     try_parse_version,
 )
+from agent_client.types import (
+    PercentageRolloutConditions,
+    UserAttributeConditions,
+    VehicleTargetConditions,
+    VehicleWhitelistConditions,
+)
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
-RULE_TYPES = ("kill_switch", "vehicle_whitelist", "vehicle_target", "user_attribute", "percentage_rollout")
 LIST_OPERATORS = ("in", "not_in")
 SCALAR_OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "semver_gte", "semver_lt", "regex")
 OPERATORS = LIST_OPERATORS + SCALAR_OPERATORS
@@ -50,8 +62,41 @@ VARIANT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_LIST = 10_000
 MAX_VARIANTS = 100
 
+# The kill switch is a registry entry like the others, but the evaluator applies it before
+# every rule and before ``enabled`` (SPEC §2 "Evaluation", step 2): it names it by this.
+KILL_SWITCH_RULE = "kill_switch"
+
 Errors = dict[str, list[str]]
-Matcher = Callable[[str | None, Mapping[str, Any]], Any]
+Matcher = Callable[[str | None, Mapping[str, Any]], Resolution | None]
+Predicate = Callable[[str | None, Mapping[str, Any]], bool]
+ConditionsValidator = Callable[[Mapping[str, Any], str], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What a rule of one flag serves when it matches: the value is already defaulted
+    (true for a boolean flag, else the flag's default, when the rule gives none)."""
+
+    flag_key: str
+    version: int | None
+    value: Any
+    variant: str
+
+
+Compiler = Callable[[Mapping[str, Any], Served], Matcher]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleKind:
+    """One rule type: everything the server and the evaluator need to know about it."""
+
+    name: str
+    label: str
+    validate: ConditionsValidator
+    # None: the rule is not tried by priority (the kill switch; see KILL_SWITCH_RULE).
+    compile: Compiler | None
+    # For a kind that serves no value of its own: the message that refuses one.
+    value_refused: str | None = None
 
 
 # -- values -----------------------------------------------------------------------
@@ -114,21 +159,21 @@ def validate_rule(
     def add(field: str, message: str) -> None:
         errors.setdefault(field, []).append(message)
 
-    if rule_type not in RULE_TYPES:
-        add("type", f"unknown rule type {rule_type!r} (one of {', '.join(RULE_TYPES)})")
+    kind = RULE_KINDS.get(rule_type)
+    if kind is None:
+        add("type", f"unknown rule type {rule_type!r} (one of {', '.join(RULE_KINDS)})")
         return errors
     if not isinstance(conditions, dict):
         add("conditions", "must be a JSON object")
         return errors
-    validator = _CONDITION_VALIDATORS[rule_type]
-    for message in validator(conditions, flag_type):
+    for message in kind.validate(conditions, flag_type):
         add("conditions", message)
     if value is not None:
         problem = value_type_error(flag_type, value)
         if problem:
             add("value", problem)
-        if rule_type == "kill_switch":
-            add("value", "a kill switch serves the flag's default value; it takes no value")
+        if kind.value_refused:
+            add("value", kind.value_refused)
     if not isinstance(variant, str) or not VARIANT_KEY_RE.match(variant):
         add("variant", "must be a short key of letters, digits, '_', '.' or '-'")
     return errors
@@ -287,16 +332,9 @@ def _validate_rollout(conditions: Mapping[str, Any], flag_type: str) -> list[str
     return problems
 
 
-_CONDITION_VALIDATORS: dict[str, Callable[[Mapping[str, Any], str], list[str]]] = {
-    "kill_switch": _validate_kill_switch,
-    "vehicle_whitelist": _validate_whitelist,
-    "vehicle_target": _validate_target,
-    "user_attribute": _validate_attribute,
-    "percentage_rollout": _validate_rollout,
-}
-
-
 # -- compilation ------------------------------------------------------------------
+# Each compiler receives conditions that validate_rule accepted (the evaluator validates
+# before it compiles), hence the casts to their TypedDict.
 
 _cached_version_key = lru_cache(maxsize=4096)(try_parse_version)
 
@@ -326,29 +364,34 @@ def _norm(value: object) -> object:
     return _UNCOMPARABLE
 
 
-def compile_condition(rule_type: str, conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
-    """A predicate ``(vin, context) -> bool`` for a non-rollout rule's conditions."""
-    if rule_type == "vehicle_whitelist":
-        vins = frozenset(conditions["vins"])
-        return lambda vin, ctx: vin in vins
-    if rule_type == "vehicle_target":
-        return _compile_target(conditions)
-    if rule_type == "user_attribute":
-        return _compile_attribute(conditions)
-    raise ValueError(f"no condition predicate for rule type {rule_type!r}")
+def _targeting(predicate: Callable[[Mapping[str, Any]], Predicate]) -> Compiler:
+    """The compiler of a kind whose match serves the rule's value as TARGETING_MATCH."""
+
+    def compile_rule(conditions: Mapping[str, Any], served: Served) -> Matcher:
+        hit = Resolution(served.flag_key, served.value, served.variant, TARGETING_MATCH, served.version)
+        test = predicate(conditions)
+        return lambda vin, ctx: hit if test(vin, ctx) else None
+
+    return compile_rule
 
 
-def _compile_target(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
+def _whitelist_predicate(conditions: Mapping[str, Any]) -> Predicate:
+    vins = frozenset(cast(VehicleWhitelistConditions, conditions)["vins"])
+    return lambda vin, ctx: vin in vins
+
+
+def _target_predicate(conditions: Mapping[str, Any]) -> Predicate:
+    target = cast(VehicleTargetConditions, conditions)
     checks: list[Callable[[Mapping[str, Any]], bool]] = []
-    if "models" in conditions:
-        models = frozenset(conditions["models"])
+    if "models" in target:
+        models = frozenset(target["models"])
         # isinstance first: a list or an object in the context is unhashable.
         checks.append(lambda ctx: isinstance(m := ctx.get("model"), str) and m in models)
-    if "regions" in conditions:
-        regions = frozenset(conditions["regions"])
+    if "regions" in target:
+        regions = frozenset(target["regions"])
         checks.append(lambda ctx: isinstance(r := ctx.get("region"), str) and r in regions)
-    if "sw_version" in conditions:
-        in_range = parse_range(conditions["sw_version"])
+    if "sw_version" in target:
+        in_range = parse_range(target["sw_version"])
 
         def version_ok(ctx: Mapping[str, Any]) -> bool:
             key = _version_key(ctx.get("sw_version"))
@@ -362,13 +405,14 @@ def _compile_target(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapp
     return lambda vin, ctx: all(check(ctx) for check in frozen)
 
 
-def _compile_attribute(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
-    attribute: str = conditions["attribute"]
-    operator: str = conditions["operator"]
+def _attribute_predicate(conditions: Mapping[str, Any]) -> Predicate:
+    rule = cast(UserAttributeConditions, conditions)
+    attribute = rule["attribute"]
+    operator = rule["operator"]
     # An absent attribute, null, a list or an object never matches, not even "not in" or
     # "neq": absent or unreadable data must not target (and must not raise on the hot path).
     if operator in LIST_OPERATORS:
-        members = frozenset(_norm(v) for v in conditions["values"])
+        members = frozenset(_norm(v) for v in rule["values"])
         if operator == "in":
             return lambda vin, ctx: _norm(ctx.get(attribute)) in members
         return lambda vin, ctx: (k := _norm(ctx.get(attribute))) is not _UNCOMPARABLE and k not in members
@@ -397,24 +441,61 @@ def _compile_attribute(conditions: Mapping[str, Any]) -> Callable[[str | None, M
     raise ValueError(f"unknown operator {operator!r}")
 
 
-def rollout_thresholds(conditions: Mapping[str, Any]) -> tuple[int, tuple[tuple[int, Mapping[str, Any]], ...]]:
-    """The rollout's bucket threshold and the variants' cumulative upper bounds."""
-    threshold = percent_to_buckets(conditions["rollout_percentage"])
+def _compile_rollout(conditions: Mapping[str, Any], served: Served) -> Matcher:
+    """SPLIT for a VIN whose bucket is in the rollout; with variants, the variant's value."""
+    rollout = cast(PercentageRolloutConditions, conditions)
+    key = served.flag_key
+    threshold = percent_to_buckets(rollout["rollout_percentage"])
+    variants = rollout.get("variants") or []
+    if not variants:
+        hit = Resolution(key, served.value, served.variant, SPLIT, served.version)
+        return lambda vin, ctx: hit if vin and in_rollout(key, vin, threshold) else None
     cumulative = 0
-    bounds: list[tuple[int, Mapping[str, Any]]] = []
-    for variant in conditions.get("variants") or ():
+    bounds: list[tuple[int, Resolution]] = []
+    for variant in variants:
         cumulative += percent_to_buckets(variant["weight"])
-        bounds.append((cumulative, variant))
-    return threshold, tuple(bounds)
+        value = variant.get("value")
+        picked = Resolution(key, served.value if value is None else value, variant["key"], SPLIT, served.version)
+        bounds.append((cumulative, picked))
+    picks = tuple(bounds)
+
+    def split(vin: str | None, ctx: Mapping[str, Any]) -> Resolution | None:
+        if not vin or not in_rollout(key, vin, threshold):
+            return None
+        return pick_variant(key, vin, picks)
+
+    return split
 
 
-def pick_variant(flag_key: str, vin: str, bounds: tuple[tuple[int, Any], ...]) -> Any:
+def pick_variant(flag_key: str, vin: str, bounds: tuple[tuple[int, Resolution], ...]) -> Resolution:
+    """The variant whose cumulative upper bound (in buckets) first exceeds the VIN's point."""
     point = bucket(flag_key, VARIANT_SALT, vin)
-    for upper, variant in bounds:
+    for upper, picked in bounds:
         if point < upper:
-            return variant
+            return picked
     return bounds[-1][1]  # unreachable when weights sum to 100
 
 
 def in_rollout(flag_key: str, vin: str, threshold: int) -> bool:
     return bucket(flag_key, ROLLOUT_SALT, vin) < threshold
+
+
+# -- the registry -------------------------------------------------------------------
+
+RULE_KINDS: dict[str, RuleKind] = {
+    kind.name: kind
+    for kind in (
+        RuleKind(
+            KILL_SWITCH_RULE,
+            "Kill switch",
+            _validate_kill_switch,
+            compile=None,
+            value_refused="a kill switch serves the flag's default value; it takes no value",
+        ),
+        RuleKind("vehicle_whitelist", "Vehicle whitelist", _validate_whitelist, _targeting(_whitelist_predicate)),
+        RuleKind("vehicle_target", "Vehicle target", _validate_target, _targeting(_target_predicate)),
+        RuleKind("user_attribute", "Context attribute", _validate_attribute, _targeting(_attribute_predicate)),
+        RuleKind("percentage_rollout", "Percentage rollout", _validate_rollout, _compile_rollout),
+    )
+}
+RULE_TYPES = tuple(RULE_KINDS)
