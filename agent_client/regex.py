@@ -30,9 +30,11 @@ server) and again whenever a snapshot is compiled (server and vehicle):
 
 Matching: **search**, as before RE2 (``"WEST"`` matches ``"EU-WEST-1"``); anchor with
 ``^`` and ``$`` for a whole-value match. A value longer than ``MAX_SUBJECT_LENGTH``
-(128 characters) does not match, whatever the pattern. RE2 syntax differs from ``re``
-in small ways a rule author may meet: ``$`` matches only at the very end (``re`` also
-before a final newline), ``\\d \\w \\s \\b`` are ASCII-only, and ``\\Z`` is written ``\\z``.
+(128 characters) does not match, whatever the pattern, and neither does one holding a
+lone surrogate (JSON allows ``"\\ud800"``; it is not text RE2 can read). RE2 syntax
+differs from ``re`` in small ways a rule author may meet: ``$`` matches only at the very
+end (``re`` also before a final newline), ``\\d \\w \\s \\b`` are ASCII-only, and ``\\Z``
+is written ``\\z``.
 
 Without RE2 (a vehicle image built without the ``google-re2`` wheel): importing
 ``agent_client`` still works and every other operator is unaffected, but no pattern is
@@ -117,6 +119,8 @@ def compile_search(pattern: object) -> Callable[[str], bool]:
         compiled = _re2.compile(pattern, _options())
     except _re2.error as exc:
         raise PatternError(_engine_message(exc)) from None
+    except UnicodeEncodeError:  # RE2 takes UTF-8; JSON can carry a lone surrogate ("\ud800")
+        raise PatternError("holds a character that is not valid Unicode (a lone surrogate)") from None
     size = max(compiled.programsize, compiled.reverseprogramsize)
     if size > MAX_PROGRAM_SIZE:
         raise PatternError(
@@ -127,7 +131,12 @@ def compile_search(pattern: object) -> Callable[[str], bool]:
     limit = MAX_SUBJECT_LENGTH
 
     def matches(value: str) -> bool:
-        return len(value) <= limit and search(value) is not None
+        if len(value) > limit:
+            return False
+        try:
+            return search(value) is not None
+        except UnicodeEncodeError:  # a lone surrogate, which JSON allows: not text, so no match
+            return False
 
     return matches
 

@@ -298,3 +298,17 @@ def test_agent_client__re2_not_importable__regex_flag_serves_its_default_and_not
     assert report["evaluations"]["market.killed"]["reason"] == "KILL_SWITCH"
     assert report["evaluations"]["fleet.pilot"]["reason"] == "TARGETING_MATCH"
     assert report["is_enabled"] == {"market.eu": False, "market.killed": False, "fleet.pilot": True}
+
+
+def test_regex__value_with_lone_surrogate__does_not_match_and_does_not_raise() -> None:
+    # Given a context value JSON can carry but UTF-8 cannot encode
+    value = json.loads('"EU-\\ud800"')
+    flag = CompiledFlag(_flag("^EU-"))  # type: ignore[arg-type]
+    # Then the rule does not match, and the evaluation does not raise
+    assert flag.evaluate(VIN, {"code": value}).reason == "DEFAULT"
+
+
+def test_validate_rule__pattern_with_lone_surrogate__refused() -> None:
+    assert _pattern_errors(json.loads('"^EU-\\ud800"')) == [
+        "value holds a character that is not valid Unicode (a lone surrogate)"
+    ]
