@@ -1,7 +1,7 @@
 """The flag evaluator (SPEC §2 "Evaluation"), the only one in FleetFlag.
 
 Input is the snapshot JSON the server publishes (``flags.snapshots`` builds it from the
-ORM; vehicles receive it by sync)::
+ORM; vehicles receive it by sync), shaped as ``agent_client.types.SnapshotDict``::
 
     {"environment": "production", "version": 42,
      "flags": [{"key", "type", "default_value", "enabled", "version", "ttl_seconds",
@@ -10,7 +10,9 @@ ORM; vehicles receive it by sync)::
 
 Order: archived/unknown -> ERROR FLAG_NOT_FOUND; an enabled kill switch -> KILL_SWITCH;
 disabled -> DISABLED; enabled rules by priority (highest first, ties by id) -> the first
-match, TARGETING_MATCH or SPLIT; otherwise DEFAULT.
+match, TARGETING_MATCH or SPLIT; otherwise DEFAULT. What a rule matches and what it then
+serves is its kind's business (``agent_client.rules.RULE_KINDS``); this module only
+orders the rules and applies the flag-level states.
 
 A flag is compiled once per snapshot; results that do not depend on the VIN are built
 ahead of time, so most evaluations allocate nothing.
@@ -19,51 +21,43 @@ ahead of time, so most evaluations allocate nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
-from agent_client.rules import (
-    RULE_TYPES,
-    compile_condition,
-    in_rollout,
-    pick_variant,
-    rollout_thresholds,
-    validate_rule,
+from agent_client.resolution import (
+    DEFAULT,
+    DISABLED,
+    ERROR,
+    FLAG_NOT_FOUND,
+    KILL_SWITCH,
+    PARSE_ERROR,
+    SPLIT,
+    STALE,
+    TARGETING_MATCH,
+    TYPE_MISMATCH,
+    Resolution,
 )
+from agent_client.rules import KILL_SWITCH_RULE, RULE_KINDS, Matcher, Served, validate_rule
+from agent_client.types import FlagDict, RuleDict, SnapshotDict
 
-KILL_SWITCH = "KILL_SWITCH"
-DISABLED = "DISABLED"
-TARGETING_MATCH = "TARGETING_MATCH"
-SPLIT = "SPLIT"
-DEFAULT = "DEFAULT"
-ERROR = "ERROR"
-STALE = "STALE"
-
-FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
-PARSE_ERROR = "PARSE_ERROR"
-TYPE_MISMATCH = "TYPE_MISMATCH"
+__all__ = [
+    "DEFAULT",
+    "DISABLED",
+    "ERROR",
+    "FLAG_NOT_FOUND",
+    "KILL_SWITCH",
+    "PARSE_ERROR",
+    "SPLIT",
+    "STALE",
+    "TARGETING_MATCH",
+    "TYPE_MISMATCH",
+    "CompiledFlag",
+    "Resolution",
+    "Snapshot",
+    "evaluate",
+    "not_found",
+]
 
 _EMPTY: Mapping[str, Any] = {}
-
-
-class Resolution(NamedTuple):
-    flag_key: str
-    value: Any
-    variant: str | None
-    reason: str
-    version: int | None
-    error_code: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        data = {
-            "flag_key": self.flag_key,
-            "value": self.value,
-            "variant": self.variant,
-            "reason": self.reason,
-            "version": self.version,
-        }
-        if self.error_code is not None:
-            data["error_code"] = self.error_code
-        return data
 
 
 class CompiledFlag:
@@ -73,6 +67,7 @@ class CompiledFlag:
         "_default",
         "_fixed",
         "_rules",
+        "compile_error",
         "data",
         "default_value",
         "key",
@@ -82,7 +77,7 @@ class CompiledFlag:
         "version",
     )
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: FlagDict) -> None:
         self.data = data
         self.key: str = data["key"]
         self.type: str = data.get("type", "boolean")
@@ -90,9 +85,13 @@ class CompiledFlag:
         self.version: int | None = data.get("version")
         self.ttl_seconds: int | None = data.get("ttl_seconds")
         self.safety_level: str | None = data.get("safety_level")
-        self._rules: tuple[Any, ...] = ()
+        self.compile_error: str | None = None
+        self._rules: tuple[Matcher, ...] = ()
         rules = [r for r in data.get("rules") or () if r.get("enabled", True)]
-        kill = next((r for r in rules if r.get("type") == "kill_switch"), None)
+        # The kill switch is not one more rule in the priority order: it overrides every
+        # rule whatever its priority, and the flag's own enabled, so it is decided here
+        # before anything else is read (and holds even when another rule cannot compile).
+        kill = next((r for r in rules if r.get("type") == KILL_SWITCH_RULE), None)
         # The result for every VIN, when the flag's outcome does not depend on it.
         self._fixed: Resolution | None = None
         if kill is not None:
@@ -104,54 +103,29 @@ class CompiledFlag:
             try:
                 self._rules = tuple(self._compile_rule(r) for r in sorted(rules, key=_rule_order))
             except (KeyError, TypeError, ValueError) as exc:
-                # A rule this evaluator cannot read (a newer rule type, damaged data):
-                # serve the default rather than guess at what the rule meant.
+                # A rule this evaluator cannot read (a newer rule type, damaged data, a
+                # pattern without its engine): serve the default rather than guess at what
+                # the rule meant.
                 self._fixed = Resolution(self.key, self.default_value, None, ERROR, self.version, PARSE_ERROR)
-                self.data = {**data, "compile_error": str(exc)}
+                self.compile_error = str(exc)
         self._default = Resolution(self.key, self.default_value, "default", DEFAULT, self.version)
 
-    def _compile_rule(self, rule: Mapping[str, Any]) -> Any:
+    def _compile_rule(self, rule: RuleDict) -> Matcher:
         rule_type = rule["type"]
-        if rule_type not in RULE_TYPES:
+        kind = RULE_KINDS.get(rule_type)
+        if kind is None or kind.compile is None:
             raise ValueError(f"unknown rule type {rule_type!r}")
         conditions = rule.get("conditions") or {}
+        value = rule.get("value")
+        variant = rule.get("variant") or "enabled"
         problems = validate_rule(
-            flag_type=self.type,
-            rule_type=rule_type,
-            conditions=conditions,
-            value=rule.get("value"),
-            variant=rule.get("variant") or "enabled",
+            flag_type=self.type, rule_type=rule_type, conditions=conditions, value=value, variant=variant
         )
         if problems:
             raise ValueError(f"rule {rule.get('id')}: {problems}")
-        value = rule.get("value")
         if value is None:
             value = True if self.type == "boolean" else self.default_value
-        variant = rule.get("variant") or "enabled"
-        if rule_type == "percentage_rollout":
-            return self._compile_rollout(conditions, value, variant)
-        hit = Resolution(self.key, value, variant, TARGETING_MATCH, self.version)
-        predicate = compile_condition(rule_type, conditions)
-        return lambda vin, ctx: hit if predicate(vin, ctx) else None
-
-    def _compile_rollout(self, conditions: Mapping[str, Any], value: Any, variant: str) -> Any:
-        key = self.key
-        threshold, bounds = rollout_thresholds(conditions)
-        if not bounds:
-            hit = Resolution(key, value, variant, SPLIT, self.version)
-            return lambda vin, ctx: hit if vin and in_rollout(key, vin, threshold) else None
-        picks = tuple(
-            (upper, Resolution(key, v["value"] if v.get("value") is not None else value, v["key"], SPLIT, self.version))
-            for upper, v in bounds
-        )
-
-        def rollout(vin: str | None, ctx: Mapping[str, Any]) -> Resolution | None:
-            if not vin or not in_rollout(key, vin, threshold):
-                return None
-            result: Resolution = pick_variant(key, vin, picks)
-            return result
-
-        return rollout
+        return kind.compile(conditions, Served(self.key, self.version, value, variant))
 
     @property
     def fixed(self) -> Resolution | None:
@@ -164,11 +138,11 @@ class CompiledFlag:
         for rule in self._rules:
             hit = rule(vin, context)
             if hit is not None:
-                return hit  # type: ignore[no-any-return]
+                return hit
         return self._default
 
 
-def _rule_order(rule: Mapping[str, Any]) -> tuple[int, int]:
+def _rule_order(rule: RuleDict) -> tuple[int, int]:
     return (-int(rule.get("priority", 0)), int(rule.get("id") or 0))
 
 
@@ -181,7 +155,7 @@ class Snapshot:
 
     __slots__ = ("data", "environment", "flags", "version")
 
-    def __init__(self, flags: Iterable[Mapping[str, Any]], *, version: int = 0, environment: str | None = None) -> None:
+    def __init__(self, flags: Iterable[FlagDict], *, version: int = 0, environment: str | None = None) -> None:
         self.version = version
         self.environment = environment
         self.flags: dict[str, CompiledFlag] = {}
@@ -190,7 +164,7 @@ class Snapshot:
                 self.flags[data["key"]] = CompiledFlag(data)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
+    def from_dict(cls, data: SnapshotDict) -> Snapshot:
         snapshot = cls(
             data.get("flags") or (), version=int(data.get("version") or 0), environment=data.get("environment")
         )
@@ -214,7 +188,7 @@ class Snapshot:
 
 
 def evaluate(
-    flag: Mapping[str, Any] | None, vin: str | None, context: Mapping[str, Any] | None = None, default: Any = None
+    flag: FlagDict | None, vin: str | None, context: Mapping[str, Any] | None = None, default: Any = None
 ) -> Resolution:
     """Evaluate one flag given as snapshot JSON (compiles it each call: for tests and tools)."""
     if flag is None or flag.get("archived"):

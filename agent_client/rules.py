@@ -1,33 +1,102 @@
-"""The rule language: validation and compilation, defined once for server and vehicle.
+"""The rule language: one registry entry per rule type, for server and vehicle alike.
 
-``validate_*`` return the problems as ``{field: [message, ...]}`` (empty when valid) so
-that the server can refuse bad input naming the field. ``compile_rule`` turns a valid
-rule into a matcher ``(vin, context) -> Resolution | None`` with everything that can be
-computed ahead of time already computed, because evaluation is the hot path.
+``RULE_KINDS`` maps each rule type to its ``RuleKind``: the label people see, the
+validation of its conditions and the compiler of a valid rule. Adding a rule type is
+adding one entry here; ``flags.models.RuleType`` mirrors the keys and labels for the
+database, and ``tests/agent_client/test_rule_registry.py`` holds the two equal.
+
+``validate_rule`` returns the problems as ``{field: [message, ...]}`` (empty when valid)
+so that the server can refuse bad input naming the field. A kind's ``compile`` turns a
+valid rule into a matcher ``(vin, context) -> Resolution | None`` with everything that can
+be computed ahead of time already computed, because evaluation is the hot path.
+
+Every evaluation of a valid rule has a small bounded cost, whatever its author wrote or
+the caller sends (the caps are checked when the rule is written and again when a snapshot
+is compiled, so a vehicle enforces them too):
+
+- lists (``vins``, ``models``, ``regions``, ``values``) hold at most ``MAX_LIST`` entries
+  and are matched through frozensets: one hash lookup, whatever their length;
+- a rollout has at most ``MAX_VARIANTS`` variants;
+- ``regex`` runs on RE2 with capped pattern, program and subject sizes
+  (``agent_client.regex``);
+- versions are at most ``agent_client.semver.MAX_VERSION_LENGTH`` characters and ranges
+  at most ``MAX_RANGE_COMPARATORS`` comparators; a longer context value is not a version;
+- a rule reads one attribute of the context with one lookup and never walks into a value
+  (a list or an object never matches), so a deep or huge context costs nothing more.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from agent_client.bucketing import ROLLOUT_SALT, VARIANT_SALT, bucket, percent_to_buckets
-from agent_client.semver import SemverError, VersionKey, parse_range, parse_version, try_parse_version
+from agent_client.regex import compile_search, pattern_problem
+from agent_client.resolution import SPLIT, TARGETING_MATCH, Resolution
+from agent_client.semver import (
+    MAX_VERSION_LENGTH,
+    SemverError,
+    VersionKey,
+    parse_range,
+    parse_version,
+    try_parse_version,
+)
+from agent_client.types import (
+    PercentageRolloutConditions,
+    UserAttributeConditions,
+    VehicleTargetConditions,
+    VehicleWhitelistConditions,
+)
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
-RULE_TYPES = ("kill_switch", "vehicle_whitelist", "vehicle_target", "user_attribute", "percentage_rollout")
 LIST_OPERATORS = ("in", "not_in")
 SCALAR_OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "semver_gte", "semver_lt", "regex")
 OPERATORS = LIST_OPERATORS + SCALAR_OPERATORS
 VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
 VARIANT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_LIST = 10_000
+MAX_VARIANTS = 100
+
+# The kill switch is a registry entry like the others, but the evaluator applies it before
+# every rule and before ``enabled`` (SPEC §2 "Evaluation", step 2): it names it by this.
+KILL_SWITCH_RULE = "kill_switch"
 
 Errors = dict[str, list[str]]
-Matcher = Callable[[str | None, Mapping[str, Any]], Any]
+Matcher = Callable[[str | None, Mapping[str, Any]], Resolution | None]
+Predicate = Callable[[str | None, Mapping[str, Any]], bool]
+ConditionsValidator = Callable[[Mapping[str, Any], str], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What a rule of one flag serves when it matches: the value is already defaulted
+    (true for a boolean flag, else the flag's default, when the rule gives none)."""
+
+    flag_key: str
+    version: int | None
+    value: Any
+    variant: str
+
+
+Compiler = Callable[[Mapping[str, Any], Served], Matcher]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleKind:
+    """One rule type: everything the server and the evaluator need to know about it."""
+
+    name: str
+    label: str
+    validate: ConditionsValidator
+    # None: the rule is not tried by priority (the kill switch; see KILL_SWITCH_RULE).
+    compile: Compiler | None
+    # For a kind that serves no value of its own: the message that refuses one.
+    value_refused: str | None = None
 
 
 # -- values -----------------------------------------------------------------------
@@ -40,8 +109,7 @@ def value_type_error(flag_type: str, value: object) -> str | None:
     if flag_type == "string":
         return None if isinstance(value, str) else f"must be a string for a string flag, not {value!r}"
     if flag_type == "number":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else f"must be a finite number for a number flag, not {value!r}"
+        return None if _is_number(value) else f"must be a finite number for a number flag, not {value!r}"
     if flag_type == "json":
         return None if _is_json(value) else "must be a JSON value"
     return f"unknown flag type {flag_type!r} (one of {', '.join(FLAG_TYPES)})"
@@ -60,7 +128,13 @@ def _is_json(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number a double can hold. Never raises: ``math.isfinite`` on an int beyond
+    the float range raises OverflowError, and JSON parsers return such ints."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -sys.float_info.max <= value <= sys.float_info.max  # exact: no conversion to float
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _percent_error(value: object, what: str) -> str | None:
@@ -85,21 +159,21 @@ def validate_rule(
     def add(field: str, message: str) -> None:
         errors.setdefault(field, []).append(message)
 
-    if rule_type not in RULE_TYPES:
-        add("type", f"unknown rule type {rule_type!r} (one of {', '.join(RULE_TYPES)})")
+    kind = RULE_KINDS.get(rule_type)
+    if kind is None:
+        add("type", f"unknown rule type {rule_type!r} (one of {', '.join(RULE_KINDS)})")
         return errors
     if not isinstance(conditions, dict):
         add("conditions", "must be a JSON object")
         return errors
-    validator = _CONDITION_VALIDATORS[rule_type]
-    for message in validator(conditions, flag_type):
+    for message in kind.validate(conditions, flag_type):
         add("conditions", message)
     if value is not None:
         problem = value_type_error(flag_type, value)
         if problem:
             add("value", problem)
-        if rule_type == "kill_switch":
-            add("value", "a kill switch serves the flag's default value; it takes no value")
+        if kind.value_refused:
+            add("value", kind.value_refused)
     if not isinstance(variant, str) or not VARIANT_KEY_RE.match(variant):
         add("variant", "must be a short key of letters, digits, '_', '.' or '-'")
     return errors
@@ -110,14 +184,18 @@ def _unknown_keys(conditions: Mapping[str, Any], allowed: tuple[str, ...]) -> li
     return [f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(allowed)})"] if extra else []
 
 
+def _too_many(name: str, items: list[Any], cap: int) -> list[str]:
+    return [f"{name} may hold at most {cap} entries, not {len(items)}"] if len(items) > cap else []
+
+
 def _string_list(conditions: Mapping[str, Any], name: str, *, required: bool) -> list[str]:
     if name not in conditions:
         return [f"{name} is required"] if required else []
     items = conditions[name]
     if not isinstance(items, list) or not items:
         return [f"{name} must be a non-empty list"]
-    if len(items) > MAX_LIST:
-        return [f"{name} may hold at most {MAX_LIST} entries"]
+    if too_many := _too_many(name, items, MAX_LIST):
+        return too_many
     bad = [i for i, item in enumerate(items) if not isinstance(item, str) or not item]
     return [f"{name}[{bad[0]}] must be a non-empty string"] if bad else []
 
@@ -175,8 +253,8 @@ def _validate_attribute(conditions: Mapping[str, Any], flag_type: str) -> list[s
         values = conditions.get("values")
         if not isinstance(values, list) or not values:
             return problems + [f"values must be a non-empty list for operator {operator}"]
-        if len(values) > MAX_LIST:
-            return problems + [f"values may hold at most {MAX_LIST} entries"]
+        if too_many := _too_many("values", values, MAX_LIST):
+            return problems + too_many
         if not all(_scalar(v) for v in values):
             problems.append("values must be strings, numbers or booleans")
         return problems
@@ -192,13 +270,9 @@ def _validate_attribute(conditions: Mapping[str, Any], flag_type: str) -> list[s
         except SemverError as exc:
             problems.append(f"value: {exc}")
     elif operator == "regex":
-        if not isinstance(operand, str):
-            problems.append("value must be a regular expression string")
-        else:
-            try:
-                re.compile(operand)
-            except re.error as exc:
-                problems.append(f"value is not a valid regular expression: {exc}")
+        problem = pattern_problem(operand)
+        if problem:
+            problems.append(f"value {problem}")
     elif not _scalar(operand):
         problems.append("value must be a string, number or boolean")
     return problems
@@ -226,6 +300,8 @@ def _validate_rollout(conditions: Mapping[str, Any], flag_type: str) -> list[str
         variants = conditions["variants"]
         if not isinstance(variants, list) or not variants:
             return problems + ["variants must be a non-empty list"]
+        if too_many := _too_many("variants", variants, MAX_VARIANTS):
+            return problems + too_many
         keys: set[str] = set()
         total = 0
         for i, variant in enumerate(variants):
@@ -256,16 +332,9 @@ def _validate_rollout(conditions: Mapping[str, Any], flag_type: str) -> list[str
     return problems
 
 
-_CONDITION_VALIDATORS: dict[str, Callable[[Mapping[str, Any], str], list[str]]] = {
-    "kill_switch": _validate_kill_switch,
-    "vehicle_whitelist": _validate_whitelist,
-    "vehicle_target": _validate_target,
-    "user_attribute": _validate_attribute,
-    "percentage_rollout": _validate_rollout,
-}
-
-
 # -- compilation ------------------------------------------------------------------
+# Each compiler receives conditions that validate_rule accepted (the evaluator validates
+# before it compiles), hence the casts to their TypedDict.
 
 _cached_version_key = lru_cache(maxsize=4096)(try_parse_version)
 
@@ -273,7 +342,10 @@ _cached_version_key = lru_cache(maxsize=4096)(try_parse_version)
 def _version_key(value: object) -> VersionKey | None:
     # Only strings reach the cache: a context value may be any JSON, and a list or an
     # object is unhashable (it would raise inside lru_cache instead of not matching).
-    return _cached_version_key(value) if isinstance(value, str) else None
+    # Only short ones: a longer string is no version, and the cache must not keep it.
+    if isinstance(value, str) and len(value) <= MAX_VERSION_LENGTH:
+        return _cached_version_key(value)
+    return None
 
 
 # What a value that is not a JSON scalar (null, a list, an object, or absent) normalises
@@ -292,29 +364,34 @@ def _norm(value: object) -> object:
     return _UNCOMPARABLE
 
 
-def compile_condition(rule_type: str, conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
-    """A predicate ``(vin, context) -> bool`` for a non-rollout rule's conditions."""
-    if rule_type == "vehicle_whitelist":
-        vins = frozenset(conditions["vins"])
-        return lambda vin, ctx: vin in vins
-    if rule_type == "vehicle_target":
-        return _compile_target(conditions)
-    if rule_type == "user_attribute":
-        return _compile_attribute(conditions)
-    raise ValueError(f"no condition predicate for rule type {rule_type!r}")
+def _targeting(predicate: Callable[[Mapping[str, Any]], Predicate]) -> Compiler:
+    """The compiler of a kind whose match serves the rule's value as TARGETING_MATCH."""
+
+    def compile_rule(conditions: Mapping[str, Any], served: Served) -> Matcher:
+        hit = Resolution(served.flag_key, served.value, served.variant, TARGETING_MATCH, served.version)
+        test = predicate(conditions)
+        return lambda vin, ctx: hit if test(vin, ctx) else None
+
+    return compile_rule
 
 
-def _compile_target(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
+def _whitelist_predicate(conditions: Mapping[str, Any]) -> Predicate:
+    vins = frozenset(cast(VehicleWhitelistConditions, conditions)["vins"])
+    return lambda vin, ctx: vin in vins
+
+
+def _target_predicate(conditions: Mapping[str, Any]) -> Predicate:
+    target = cast(VehicleTargetConditions, conditions)
     checks: list[Callable[[Mapping[str, Any]], bool]] = []
-    if "models" in conditions:
-        models = frozenset(conditions["models"])
+    if "models" in target:
+        models = frozenset(target["models"])
         # isinstance first: a list or an object in the context is unhashable.
         checks.append(lambda ctx: isinstance(m := ctx.get("model"), str) and m in models)
-    if "regions" in conditions:
-        regions = frozenset(conditions["regions"])
+    if "regions" in target:
+        regions = frozenset(target["regions"])
         checks.append(lambda ctx: isinstance(r := ctx.get("region"), str) and r in regions)
-    if "sw_version" in conditions:
-        in_range = parse_range(conditions["sw_version"])
+    if "sw_version" in target:
+        in_range = parse_range(target["sw_version"])
 
         def version_ok(ctx: Mapping[str, Any]) -> bool:
             key = _version_key(ctx.get("sw_version"))
@@ -328,13 +405,14 @@ def _compile_target(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapp
     return lambda vin, ctx: all(check(ctx) for check in frozen)
 
 
-def _compile_attribute(conditions: Mapping[str, Any]) -> Callable[[str | None, Mapping[str, Any]], bool]:
-    attribute: str = conditions["attribute"]
-    operator: str = conditions["operator"]
+def _attribute_predicate(conditions: Mapping[str, Any]) -> Predicate:
+    rule = cast(UserAttributeConditions, conditions)
+    attribute = rule["attribute"]
+    operator = rule["operator"]
     # An absent attribute, null, a list or an object never matches, not even "not in" or
     # "neq": absent or unreadable data must not target (and must not raise on the hot path).
     if operator in LIST_OPERATORS:
-        members = frozenset(_norm(v) for v in conditions["values"])
+        members = frozenset(_norm(v) for v in rule["values"])
         if operator == "in":
             return lambda vin, ctx: _norm(ctx.get(attribute)) in members
         return lambda vin, ctx: (k := _norm(ctx.get(attribute))) is not _UNCOMPARABLE and k not in members
@@ -358,29 +436,66 @@ def _compile_attribute(conditions: Mapping[str, Any]) -> Callable[[str | None, M
             return lambda vin, ctx: (k := _version_key(ctx.get(attribute))) is not None and k >= bound
         return lambda vin, ctx: (k := _version_key(ctx.get(attribute))) is not None and k < bound
     if operator == "regex":
-        search = re.compile(operand).search
-        return lambda vin, ctx: isinstance(v := ctx.get(attribute), str) and search(v) is not None
+        matches = compile_search(operand)
+        return lambda vin, ctx: isinstance(v := ctx.get(attribute), str) and matches(v)
     raise ValueError(f"unknown operator {operator!r}")
 
 
-def rollout_thresholds(conditions: Mapping[str, Any]) -> tuple[int, tuple[tuple[int, Mapping[str, Any]], ...]]:
-    """The rollout's bucket threshold and the variants' cumulative upper bounds."""
-    threshold = percent_to_buckets(conditions["rollout_percentage"])
+def _compile_rollout(conditions: Mapping[str, Any], served: Served) -> Matcher:
+    """SPLIT for a VIN whose bucket is in the rollout; with variants, the variant's value."""
+    rollout = cast(PercentageRolloutConditions, conditions)
+    key = served.flag_key
+    threshold = percent_to_buckets(rollout["rollout_percentage"])
+    variants = rollout.get("variants") or []
+    if not variants:
+        hit = Resolution(key, served.value, served.variant, SPLIT, served.version)
+        return lambda vin, ctx: hit if vin and in_rollout(key, vin, threshold) else None
     cumulative = 0
-    bounds: list[tuple[int, Mapping[str, Any]]] = []
-    for variant in conditions.get("variants") or ():
+    bounds: list[tuple[int, Resolution]] = []
+    for variant in variants:
         cumulative += percent_to_buckets(variant["weight"])
-        bounds.append((cumulative, variant))
-    return threshold, tuple(bounds)
+        value = variant.get("value")
+        picked = Resolution(key, served.value if value is None else value, variant["key"], SPLIT, served.version)
+        bounds.append((cumulative, picked))
+    picks = tuple(bounds)
+
+    def split(vin: str | None, ctx: Mapping[str, Any]) -> Resolution | None:
+        if not vin or not in_rollout(key, vin, threshold):
+            return None
+        return pick_variant(key, vin, picks)
+
+    return split
 
 
-def pick_variant(flag_key: str, vin: str, bounds: tuple[tuple[int, Any], ...]) -> Any:
+def pick_variant(flag_key: str, vin: str, bounds: tuple[tuple[int, Resolution], ...]) -> Resolution:
+    """The variant whose cumulative upper bound (in buckets) first exceeds the VIN's point."""
     point = bucket(flag_key, VARIANT_SALT, vin)
-    for upper, variant in bounds:
+    for upper, picked in bounds:
         if point < upper:
-            return variant
+            return picked
     return bounds[-1][1]  # unreachable when weights sum to 100
 
 
 def in_rollout(flag_key: str, vin: str, threshold: int) -> bool:
     return bucket(flag_key, ROLLOUT_SALT, vin) < threshold
+
+
+# -- the registry -------------------------------------------------------------------
+
+RULE_KINDS: dict[str, RuleKind] = {
+    kind.name: kind
+    for kind in (
+        RuleKind(
+            KILL_SWITCH_RULE,
+            "Kill switch",
+            _validate_kill_switch,
+            compile=None,
+            value_refused="a kill switch serves the flag's default value; it takes no value",
+        ),
+        RuleKind("vehicle_whitelist", "Vehicle whitelist", _validate_whitelist, _targeting(_whitelist_predicate)),
+        RuleKind("vehicle_target", "Vehicle target", _validate_target, _targeting(_target_predicate)),
+        RuleKind("user_attribute", "Context attribute", _validate_attribute, _targeting(_attribute_predicate)),
+        RuleKind("percentage_rollout", "Percentage rollout", _validate_rollout, _compile_rollout),
+    )
+}
+RULE_TYPES = tuple(RULE_KINDS)

@@ -6,6 +6,11 @@ sorts before its release, build metadata is ignored.
 
 A range is comparators joined by commas (all must hold): ``">= 2.5.0, < 3"``.
 Comparators: ``>= > <= < == !=``; a bare version means ``==``.
+
+Bounded on purpose, since a version may come from a caller's context: a string longer
+than ``MAX_VERSION_LENGTH`` characters is not a version (parsing it would cost time, and
+``int`` refuses numbers of more than 4300 digits with a ValueError), and a range holds at
+most ``MAX_RANGE_COMPARATORS`` comparators.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ _VERSION_RE = re.compile(
     re.ASCII,  # SemVer digits are ASCII: without it \d also accepts other scripts' digits (fullwidth, Arabic-Indic)
 )
 _COMPARATOR_RE = re.compile(r"^(>=|<=|==|!=|>|<)?\s*(\S+)$")
+MAX_VERSION_LENGTH = 128
+MAX_RANGE_COMPARATORS = 8
 
 # A sortable key: (major, minor, patch, prerelease) where a release sorts after every
 # pre-release of the same version, numeric identifiers before alphanumeric ones.
@@ -42,6 +49,8 @@ class SemverError(ValueError):
 def parse_version(text: str) -> VersionKey:
     if not isinstance(text, str):
         raise SemverError(f"a version must be a string, not {type(text).__name__}")
+    if len(text) > MAX_VERSION_LENGTH:
+        raise SemverError(f"a version may have at most {MAX_VERSION_LENGTH} characters, not {len(text)}")
     match = _VERSION_RE.match(text.strip())
     if match is None:
         raise SemverError(f"{text!r} is not a semantic version (like 2.5.0 or 3.0.0-rc.1)")
@@ -70,6 +79,8 @@ def parse_range(text: str) -> Callable[[VersionKey], bool]:
     """A predicate over version keys; raises SemverError naming the bad part."""
     if not isinstance(text, str) or not text.strip():
         raise SemverError("a version range must be a non-empty string like '>= 2.5.0, < 3'")
+    if text.count(",") >= MAX_RANGE_COMPARATORS:
+        raise SemverError(f"a version range may have at most {MAX_RANGE_COMPARATORS} comparators")
     checks: list[tuple[Callable[[VersionKey, VersionKey], bool], VersionKey]] = []
     for part in text.split(","):
         part = part.strip()

@@ -14,13 +14,13 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from agent_client.evaluator import Snapshot
+from agent_client.types import FlagDict, RuleDict, SnapshotDict
 from flags.models import Flag, Revision, Rule
 
 SNAPSHOT_FORMAT = 1
@@ -30,8 +30,8 @@ _CACHE_PREFIX = "ff:snapshot"
 ETAG_TTL_SECONDS = 300
 
 
-def rule_to_dict(rule: Rule) -> dict[str, Any]:
-    data: dict[str, Any] = {
+def rule_to_dict(rule: Rule) -> RuleDict:
+    data: RuleDict = {
         "id": rule.pk,
         "type": rule.type,
         "priority": rule.priority,
@@ -44,11 +44,11 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
     return data
 
 
-def flag_to_dict(flag: Flag, rules: list[Rule] | None = None) -> dict[str, Any]:
+def flag_to_dict(flag: Flag, rules: list[Rule] | None = None) -> FlagDict:
     """The flag as the evaluator reads it (rules from a prefetch when given)."""
     if rules is None:
         rules = list(flag.rules.all())
-    data: dict[str, Any] = {
+    data: FlagDict = {
         "key": flag.key,
         "type": flag.type,
         "default_value": flag.default_value,
@@ -72,7 +72,7 @@ def flags_with_rules(environment: str) -> QuerySet[Flag]:
     )
 
 
-def build(environment: str) -> dict[str, Any]:
+def build(environment: str) -> SnapshotDict:
     """The snapshot of one environment, read from the database now."""
     revision = Revision.objects.filter(environment=environment).values_list("value", flat=True).first() or 0
     return {
@@ -91,8 +91,8 @@ class Document:
     etag: str
     body: bytes
 
-    def parsed(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.body)
+    def parsed(self) -> SnapshotDict:
+        result: SnapshotDict = json.loads(self.body)
         return result
 
 
@@ -104,7 +104,7 @@ def _body_key(environment: str, etag: str) -> str:
     return f"{_CACHE_PREFIX}:{environment}:{etag}"
 
 
-def _encode(data: dict[str, Any]) -> Document:
+def _encode(data: SnapshotDict) -> Document:
     # generated_at stays out of the ETag: the same flags give the same tag on every server.
     stable = {k: v for k, v in data.items() if k != "generated_at"}
     digest = hashlib.sha256(json.dumps(stable, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]

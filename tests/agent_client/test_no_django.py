@@ -1,4 +1,5 @@
-"""``agent_client`` runs on the vehicle: no Django, no server app, standard library only."""
+"""``agent_client`` runs on the vehicle: no Django, no server app, the standard library and
+one dependency (RE2, for the ``regex`` operator, imported by ``agent_client/regex.py`` only)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import agent_client
 PACKAGE_DIR = Path(agent_client.__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 SERVER_PACKAGES = ("flags", "audit", "vehicles", "experiments", "accounts", "fleetflag")
-# Third-party modules an agent_client module may import. Empty on purpose: adding one is
-# a decision about what every vehicle must install, to be taken here, in review.
-ALLOWED_THIRD_PARTY: frozenset[str] = frozenset()
+# Third-party modules an agent_client module may import, and the one file that may import
+# each. Adding one is a decision about what every vehicle must install, to be taken here,
+# in review. re2 (PyPI google-re2): the linear-time engine of the regex operator, kept
+# behind agent_client/regex.py so that nothing else depends on it (the package still
+# imports and evaluates every other rule without it).
+ALLOWED_THIRD_PARTY: dict[str, str] = {"re2": "regex.py"}
 
 # Imports every agent_client module in a fresh interpreter (so nothing this test process
 # already loaded, such as Django for the other tests, can hide a leak) and reports what
@@ -53,7 +57,7 @@ def test_agent_client__imported_in_fresh_interpreter__loads_no_django_or_server_
     assert leaked == []
 
 
-def test_agent_client__source_files__import_only_stdlib_or_itself() -> None:
+def test_agent_client__source_files__import_only_stdlib_itself_or_the_allowed_module() -> None:
     # Given every source file of agent_client, parsed (not imported: this also sees
     # imports inside functions and branches that a run would not reach)
     outside: list[str] = []
@@ -68,13 +72,17 @@ def test_agent_client__source_files__import_only_stdlib_or_itself() -> None:
                 continue  # relative imports stay inside agent_client
             for name in names:
                 top = name.split(".")[0]
-                if top != "agent_client" and top not in sys.stdlib_module_names and top not in ALLOWED_THIRD_PARTY:
-                    outside.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {name}")
-    # Then each imported top-level module is the standard library or agent_client
+                if top == "agent_client" or top in sys.stdlib_module_names:
+                    continue
+                if ALLOWED_THIRD_PARTY.get(top) == str(path.relative_to(PACKAGE_DIR)):
+                    continue
+                outside.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {name}")
+    # Then each imported top-level module is the standard library, agent_client, or an
+    # allowed dependency imported from its one file
     assert outside == []
 
 
 def test_agent_client__source_files__found() -> None:
     # Guards the two tests above against passing vacuously on an empty file list
     names = {path.name for path in _source_files()}
-    assert {"__init__.py", "rules.py", "semver.py", "bucketing.py", "evaluator.py", "local.py"} <= names
+    assert {"__init__.py", "rules.py", "semver.py", "bucketing.py", "evaluator.py", "local.py", "regex.py"} <= names

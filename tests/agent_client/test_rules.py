@@ -74,7 +74,7 @@ def test_validate_rule__unknown_operator__refused_listing_the_operators() -> Non
 
 def test_validate_rule__invalid_regex__refused_naming_value() -> None:
     errors = _conditions_errors("user_attribute", {"attribute": "code", "operator": "regex", "value": "(unclosed"})
-    assert errors == ["value is not a valid regular expression: missing ), unterminated subpattern at position 0"]
+    assert errors == ["value is not a valid RE2 regular expression: missing ): (unclosed"]
 
 
 @pytest.mark.parametrize(
