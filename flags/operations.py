@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -156,6 +157,10 @@ def save_rule(rule: Rule) -> None:
 
 def _op_create_rule(flag: Flag, payload: dict[str, Any], actor: Actor) -> list[Effect]:
     fields = dict(payload["rule"])
+    limit = int(settings.FLAG_MAX_RULES)
+    if Rule.objects.filter(flag=flag).count() >= limit:
+        # Every rule costs every evaluation of the flag, on the server and on each vehicle.
+        raise ValidationError({"__all__": f"a flag has at most {limit} rules; flag {flag.key} has {limit} already"})
     if fields.get("priority") is None:
         top = Rule.objects.filter(flag=flag).aggregate(top=Max("priority"))["top"]
         fields["priority"] = 10 if top is None else top + 10

@@ -154,6 +154,8 @@ LOGGING = {
 # REST API (docs/api.md)
 API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Rules per flag: each one costs every evaluation of the flag, on the server and the vehicles.
+FLAG_MAX_RULES = int(os.environ.get("FLAG_MAX_RULES", "100"))
 # JSON bodies nested deeper are refused (400 parse_error) by core.http.body.
 API_MAX_JSON_DEPTH = int(os.environ.get("API_MAX_JSON_DEPTH", "32"))
 API_KEY_CACHE_SECONDS = int(os.environ.get("API_KEY_CACHE_SECONDS", "60"))
