@@ -57,7 +57,7 @@ def test_export_jsonl__every_field_and_hash__verifiable(trail: list[AuditEntry])
         "user_id": trail[0].user_id, "api_key_id": None, "action": "UPDATE_FLAG", "flag_key": "brake.blend",
         "flag_id": trail[0].flag_id, "object_type": "", "object_id": "", "change_request_id": None,
         "before": {"enabled": False}, "after": {"enabled": True, "note": "ü ✓"}, "ip": "10.1.2.3",
-        "user_agent": "pytest", "request_id": "req-1", "prev_hash": "0" * 64, "hash": trail[0].hash,
+        "user_agent": "pytest", "request_id": "req-1", "prev_hash": "0" * 64, "kid": "k1", "hash": trail[0].hash,
     }
     # The export alone proves its integrity.
     report = services.verify_jsonl(text.splitlines(), start_seq=1, start_hash="0" * 64)
