@@ -428,8 +428,9 @@ class CheckpointReport:
     def summary(self, name: str) -> str:
         if self.last is None:
             return f"{name}: no checkpoints yet"
-        after = (f"entries #{self.last.seq + 1}..#{self.chain_end} are covered by no checkpoint yet"
-                 if self.chain_end > self.last.seq else "no entries after it")
+        tail = self.chain_end - self.last.seq
+        after = (f"{'entry' if tail == 1 else 'entries'} {_range(self.last.seq + 1, self.chain_end)} "
+                 f"{'is' if tail == 1 else 'are'} covered by no checkpoint yet" if tail > 0 else "no entries after it")
         archived = f" ({self.archived} before the archive anchor)" if self.archived else ""
         return (f"{name}: {self.checked} checkpoints intact{archived}; the latest, #{self.last.seq} of "
                 f"{self.last.at}, is still in the chain; {after}")

@@ -7,6 +7,7 @@ about the embedded development key or other keys change the settings themselves.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -57,6 +58,16 @@ def triggers_off() -> Iterator[Any]:
 
 def json_param() -> str:
     return "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+
+
+JSON_COLUMNS = ("before", "after")
+
+
+def update_entry(cursor: Any, seq: int, **columns: Any) -> None:
+    """UPDATE one entry's columns in SQL (only possible with the triggers off)."""
+    assignments = ", ".join(f"{name} = {json_param() if name in JSON_COLUMNS else '%s'}" for name in columns)
+    values = [json.dumps(value) if name in JSON_COLUMNS else value for name, value in columns.items()]
+    cursor.execute(f"UPDATE audit_auditentry SET {assignments} WHERE seq = %s", [*values, seq])
 
 
 def append(count: int, **fields: Any) -> list[AuditEntry]:
