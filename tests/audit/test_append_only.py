@@ -242,3 +242,15 @@ def test_application_role__forged_insert_and_head_move__allowed_but_verify_fails
     assert AuditEntry.objects.filter(seq=6, actor="sue").exists()
     assert (report.ok, report.first_broken_seq) == (False, 6)
     assert report.problem.startswith("its content does not match its MAC")
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_committed_db__guards_on_during_test__flush_after_it_succeeds() -> None:
+    # Given committed entries (the flush after this test must get past every audit trigger,
+    # the chain head's included, or the teardown errors)
+    with transaction.atomic():
+        append(2)
+    # Then during the test the guards hold, on the head as on the entries
+    assert "append-only" in str(refused_by_database("DELETE FROM audit_auditentry"))
+    assert "only moves forward" in str(refused_by_database("DELETE FROM audit_chainhead"))
+    assert (ChainHead.objects.get(pk=1).seq, services.verify_chain().ok) == (2, True)
