@@ -18,7 +18,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from audit import services
-from audit.models import CHECKPOINT_LABEL, AuditEntry, ChainHead, canonical_json
+from audit.models import AuditEntry, ChainHead
 from tests.audit.conftest import KEY_1, KEY_2, WRONG_KEY, append, sha256_of, triggers_off, update_entry, use_keys
 
 pytestmark = pytest.mark.django_db
@@ -65,8 +65,10 @@ def write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def signed(row: dict[str, Any], key: str) -> dict[str, Any]:
-    fields = {name: row[name] for name in services.CHECKPOINT_FIELDS}
-    mac = hmac.new(key.encode(), CHECKPOINT_LABEL + canonical_json(fields), hashlib.sha256).hexdigest()
+    """A line as docs/audit.md defines it, computed here independently of the service."""
+    fields = {name: row[name] for name in ("v", "seq", "hash", "entry_kid", "at", "kid", "prev")}
+    payload = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    mac = hmac.new(key.encode(), b"fleetflag.audit.checkpoint.v1\x00" + payload, hashlib.sha256).hexdigest()
     return {**fields, "mac": mac}
 
 

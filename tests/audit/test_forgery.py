@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import io
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -236,3 +237,24 @@ def test_verify_chain__genesis_replaced_by_forged_chain__fails_at_1(db: None) ->
     report = services.verify_chain()
     assert (report.ok, report.first_broken_seq, report.checked) == (False, 1, 0)
     assert report.problem.startswith("its content does not match its MAC")
+
+
+def test_entry_and_head_mac__known_answer__format_pinned() -> None:
+    # The MAC's exact input is a contract: entries and archives must verify for 7 years, so a
+    # change to the canonical form, the label or the algorithm must fail here first. The
+    # expected values were computed independently: HMAC-SHA256(key, label + the JSON below).
+    entry = AuditEntry(
+        seq=1, created_at=datetime(2026, 11, 23, 18, 7, 59, 532363, tzinfo=UTC), actor_type="user", actor="sue",
+        user_id=7, api_key_id=None, action="APPROVE_CHANGE", flag_key="brake.blend", flag_id=3, object_type="flag",
+        object_id="3", change_request_id=12, before={"enabled": False}, after={"enabled": True}, ip="192.0.2.10",
+        user_agent="ua", request_id="r-1", prev_hash=GENESIS_HASH, kid="k1",
+    )
+    assert entry.canonical_payload().decode() == (
+        '{"action":"APPROVE_CHANGE","actor":"sue","actor_type":"user","after":{"enabled":true},"api_key_id":null,'
+        '"before":{"enabled":false},"change_request_id":12,"created_at":"2026-11-23T18:07:59.532363+00:00",'
+        '"flag_id":3,"flag_key":"brake.blend","ip":"192.0.2.10","kid":"k1","object_id":"3","object_type":"flag",'
+        f'"prev_hash":"{GENESIS_HASH}","request_id":"r-1","seq":1,"user_agent":"ua","user_id":7}}'
+    )
+    assert entry.compute_hash() == "69e5453c2c1a0f59de0be9136e5936892399a9bc2d107b3ed27ace64161ad023"
+    head = ChainHead(seq=1, hash="a" * 64, kid="k1")
+    assert head.compute_mac() == "32152246daaa03f68b21af9429fde15a46137ae9cd6e2982ae6b5b9f729abc11"
