@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import ipaddress
@@ -432,8 +433,9 @@ class CheckpointReport:
         after = (f"{'entry' if tail == 1 else 'entries'} {_range(self.last.seq + 1, self.chain_end)} "
                  f"{'is' if tail == 1 else 'are'} covered by no checkpoint yet" if tail > 0 else "no entries after it")
         archived = f" ({self.archived} before the archive anchor)" if self.archived else ""
-        return (f"{name}: {self.checked} checkpoints intact{archived}; the latest, #{self.last.seq} of "
-                f"{self.last.at}, is still in the chain; {after}")
+        count = f"{self.checked} checkpoint{'s' if self.checked != 1 else ''}"
+        return (f"{name}: {count} intact{archived}; the latest, #{self.last.seq} of {self.last.at}, is still in the "
+                f"chain; {after}")
 
 
 def checkpoints_read(lines: Iterable[str]) -> list[Checkpoint]:
@@ -509,27 +511,29 @@ def checkpoint_append(*, path: Path) -> Checkpoint:
     """Verify the chain and the checkpoint file, then append a checkpoint of the head to the file.
 
     Refuses (CheckpointError) when the chain is broken or the file does not verify: a
-    checkpoint must never vouch for a chain that already fails, nor continue a file that
-    was tampered with. The line is flushed and fsynced before returning.
+    checkpoint must never vouch for a chain that already fails, nor continue a tampered
+    file. The file is locked while it is read and extended (two runs at once would both
+    chain to the same line), and the line is fsynced before returning.
     """
     report = verify_chain()
     if not report.ok:
         raise CheckpointError(f"no checkpoint written: {report.summary()}")
-    existing = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    previous = checkpoints_verify(existing).last
     entry_kid = ""
     if report.head_seq:
         entry_kid = AuditEntry.objects.filter(seq=report.head_seq).values_list("kid", flat=True).first() or ""
     kid = current_kid()
-    unsigned = Checkpoint(seq=report.head_seq, hash=report.head_hash, entry_kid=entry_kid,
-                          at=_now().astimezone(UTC).isoformat(timespec="microseconds"), kid=kid,
-                          prev=previous.mac if previous is not None else "", mac="")
-    checkpoint = replace(unsigned, mac=_required(unsigned.compute_mac(), kid))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8", newline="\n") as out:
-        out.write(checkpoint.line())
-        out.flush()
-        os.fsync(out.fileno())
+    with path.open("a+", encoding="utf-8", newline="\n") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        file.seek(0)
+        previous = checkpoints_verify(file.read().splitlines()).last
+        unsigned = Checkpoint(seq=report.head_seq, hash=report.head_hash, entry_kid=entry_kid,
+                              at=_now().astimezone(UTC).isoformat(timespec="microseconds"), kid=kid,
+                              prev=previous.mac if previous is not None else "", mac="")
+        checkpoint = replace(unsigned, mac=_required(unsigned.compute_mac(), kid))
+        file.write(checkpoint.line())
+        file.flush()
+        os.fsync(file.fileno())
     return checkpoint
 
 
