@@ -107,15 +107,11 @@ def record(
     """Append one entry; must run inside the transaction of the change it records.
 
     The ChainHead row lock serialises appends: it is what keeps ``seq`` unique and gapless
-    (on PostgreSQL the partitioned table can only enforce unique (seq, created_at)). The
-    head is never created here: a missing head means it was removed behind the triggers'
-    back, and a new one would start a second chain.
+    (on PostgreSQL the partitioned table can only enforce unique (seq, created_at)).
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit.record must run inside the transaction of the change it records")
-    head = ChainHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
-        raise ChainHeadMissing("the audit chain head is missing: refusing to start a second chain (docs/audit.md)")
+    head = ChainHead.objects.select_for_update().filter(pk=1).first() or _recreate_head()
     _warn_if_development_key()
     if actor.api_key is not None:
         actor_type = AuditEntry.ActorType.API_KEY
@@ -153,6 +149,21 @@ def record(
     ChainHead.objects.filter(pk=1).update(seq=moved.seq, hash=moved.hash, kid=kid,
                                           mac=_required(moved.compute_mac(), kid))
     return entry
+
+
+def _chain_is_empty() -> bool:
+    return not AuditEntry.objects.exists() and not AuditAnchor.objects.exists()
+
+
+def _recreate_head() -> ChainHead:
+    """The genesis head, for a chain that has nothing to continue (no entries, no anchors: a
+    flushed test database, or a superuser who emptied everything, which they could as well
+    do by resetting the head). With entries, a new head would silently start a second
+    chain: refused."""
+    if not _chain_is_empty():
+        raise ChainHeadMissing("the audit chain head is missing: refusing to start a second chain (docs/audit.md)")
+    head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
+    return head
 
 
 def _required(mac: str | None, kid: str) -> str:
@@ -285,7 +296,9 @@ def verify_chain(*, chunk_size: int = 2000) -> ChainReport:
     start_hash = anchor.hash if anchor is not None else GENESIS_HASH
     head = ChainHead.objects.filter(pk=1).first()
     if head is None:
-        return _broken(0, None, "the chain head is missing (deleted or truncated behind the triggers)")
+        if not _chain_is_empty():
+            return _broken(0, None, "the chain head is missing (deleted or truncated behind the triggers)")
+        head = ChainHead(pk=1)  # an empty chain without its head row: what record() starts from
     head_seq, head_hash = head.seq, head.hash
     result = ChainReport(
         True, 0, head_seq=head_seq, head_hash=head_hash, anchor_seq=anchor.seq if anchor is not None else None
@@ -480,7 +493,9 @@ def checkpoints_verify(lines: Iterable[str]) -> CheckpointReport:
     checkpoints = checkpoints_read(lines)
     head = ChainHead.objects.filter(pk=1).first()
     if head is None:
-        raise CheckpointError("the chain head is missing (deleted or truncated behind the triggers)")
+        if not _chain_is_empty():
+            raise CheckpointError("the chain head is missing (deleted or truncated behind the triggers)")
+        head = ChainHead(pk=1)
     anchor = AuditAnchor.objects.order_by("-seq").first()
     anchor_seq = anchor.seq if anchor is not None else 0
     stored = dict(AuditEntry.objects.filter(seq__in={c.seq for c in checkpoints}).values_list("seq", "hash"))

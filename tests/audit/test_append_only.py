@@ -149,6 +149,18 @@ def test_chain_head__delete_and_repoint__refused_by_database(chain: list[AuditEn
     assert (stored.seq, stored.hash, stored.mac) == (5, head.hash, head.mac)
 
 
+def test_chain_head__delete_on_empty_chain__sqlite_allows_postgres_refuses(db: None) -> None:
+    # SQLite lets the head of an empty chain go (the test runner's flush; record() starts
+    # again from genesis, there is nothing to continue); PostgreSQL never does.
+    if connection.vendor == "postgresql":
+        assert "only moves forward" in str(refused_by_database("DELETE FROM audit_chainhead"))
+        assert ChainHead.objects.count() == 1
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM audit_chainhead")
+        assert ChainHead.objects.count() == 0
+
+
 def test_chain_head__truncate__refused_by_postgres_trigger(require_postgres: None, chain: list[AuditEntry]) -> None:
     error = refused_by_database("TRUNCATE audit_chainhead")
     assert isinstance(error.__cause__, psycopg.errors.InsufficientPrivilege)

@@ -337,3 +337,16 @@ def test_checkpoint__archived_month__counted_against_its_anchor(
     assert services.anchor_problem(anchor) is None
     assert f"{path}: 2 checkpoints intact (1 before the archive anchor)" in verify_with(path)
     assert connection.vendor == "postgresql"
+
+
+def test_checkpoint__everything_emptied_with_head__chain_passes_checkpoint_refuses(checkpoints: Path) -> None:
+    # Given a superuser deleting every entry and the head (an empty chain is indistinguishable
+    # from a fresh one)
+    with triggers_off() as cursor:
+        cursor.execute("DELETE FROM audit_auditentry")
+        cursor.execute("DELETE FROM audit_chainhead")
+    # Then the chain alone passes as empty; the checkpoints say it once reached #5
+    assert (services.verify_chain().ok, services.verify_chain().checked) == (True, 0)
+    assert str(verify_refused(checkpoints)) == (
+        f"{checkpoints}: the chain head is at #0 but checkpoint 1 (#3 at {at(checkpoints, 1)}) saw the chain reach #3: "
+        "the chain was shortened")

@@ -258,3 +258,18 @@ def test_entry_and_head_mac__known_answer__format_pinned() -> None:
     assert entry.compute_hash() == "69e5453c2c1a0f59de0be9136e5936892399a9bc2d107b3ed27ace64161ad023"
     head = ChainHead(seq=1, hash="a" * 64, kid="k1")
     assert head.compute_mac() == "32152246daaa03f68b21af9429fde15a46137ae9cd6e2982ae6b5b9f729abc11"
+
+
+def test_record__head_missing_on_empty_chain__restarts_from_genesis(db: None) -> None:
+    # Given no entries, no anchors, and the head row gone (a flushed test database)
+    with triggers_off() as cursor:
+        cursor.execute("DELETE FROM audit_chainhead")
+    # When verified, then appended to
+    empty = services.verify_chain()
+    entry = services.record(actor=Actor.for_system("tests"), action="TEST")
+    # Then there was nothing to continue: the chain starts at #1 from genesis, with a head
+    assert (empty.ok, empty.checked, empty.head_seq) == (True, 0, 0)
+    assert (entry.seq, entry.prev_hash) == (1, GENESIS_HASH)
+    head = ChainHead.objects.get(pk=1)
+    assert (head.seq, head.hash, head.mac) == (1, entry.hash, head.compute_mac())
+    assert services.verify_chain().ok
