@@ -1,9 +1,13 @@
-"""The audit trail: append-only entries, chained by hash so that any change is detectable.
+"""The audit trail: append-only entries, chained by a keyed MAC so that any change is detectable.
 
-Each entry stores the hash of the previous entry and its own hash over a canonical
-serialisation of its fields (``canonical_payload``). Entries refuse update and delete in
-Python (model and queryset); on the database a trigger refuses UPDATE, DELETE and
-TRUNCATE (see migrations). ``audit.services.verify_chain`` re-computes the chain.
+Each entry stores the MAC of the previous entry (``prev_hash``) and its own MAC (``hash``):
+HMAC-SHA256 over a canonical serialisation of its fields, the link included
+(``canonical_payload``), under the key named by its ``kid``. The keys come from settings,
+never from the database, so the database's rights alone cannot make an entry that verifies.
+Entries made before keyed MACs (``kid`` empty) carry plain SHA-256 and are accepted only up
+to ``settings.AUDIT_LEGACY_LAST_SEQ``. Entries refuse update and delete in Python (model and
+queryset); on the database a trigger refuses UPDATE, DELETE and TRUNCATE (see migrations).
+``audit.services.verify_chain`` re-computes the chain.
 
 On PostgreSQL the table is partitioned by month of ``created_at`` (migration 0003) so
 that entries older than the retention period can be archived and detached a month at a
@@ -13,15 +17,65 @@ time; the chain then starts at an ``AuditAnchor``. See ``docs/audit.md``.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from datetime import UTC
 from typing import Any
 
+from django.conf import settings
+from django.core import checks
 from django.db import models
 from django.utils import timezone
 
 GENESIS_HASH = "0" * 64
 RETENTION_YEARS = 7
+LEGACY_KID = ""  # entries made before keyed MACs: plain SHA-256
+
+# One key MACs entries, the chain head, archive anchors and checkpoints: a label in front of
+# each payload keeps a MAC made for one of them from passing as another's.
+ENTRY_LABEL = b"fleetflag.audit.entry.v1\x00"
+HEAD_LABEL = b"fleetflag.audit.head.v1\x00"
+ANCHOR_LABEL = b"fleetflag.audit.anchor.v1\x00"
+CHECKPOINT_LABEL = b"fleetflag.audit.checkpoint.v1\x00"
+
+
+def current_kid() -> str:
+    """The id of the key new entries, heads, anchors and checkpoints are MACed with."""
+    return str(settings.AUDIT_HMAC_KID)
+
+
+def key_configured(kid: str) -> bool:
+    return kid in settings.AUDIT_HMAC_KEYS
+
+
+def keyed_mac(kid: str, label: bytes, payload: bytes) -> str | None:
+    """HMAC-SHA256 of ``label + payload`` under the key ``kid``; None if no such key is configured."""
+    key = settings.AUDIT_HMAC_KEYS.get(kid)
+    if key is None:
+        return None
+    return hmac.new(key.encode(), label + payload, hashlib.sha256).hexdigest()
+
+
+def mac_matches(expected: str | None, stored: str) -> bool:
+    return expected is not None and hmac.compare_digest(expected, stored)
+
+
+def canonical_json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_audit_key(**kwargs: Any) -> list[checks.CheckMessage]:
+    """``manage.py check --deploy``: the embedded development key protects nothing."""
+    if not settings.AUDIT_HMAC_DEV_KEY_IN_USE:
+        return []
+    return [
+        checks.Warning(
+            "audit entries are MACed with the embedded development key, whose value is public",
+            hint="set AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE) and AUDIT_HMAC_KID; see docs/audit.md",
+            id="audit.W001",
+        )
+    ]
 
 
 class AppendOnlyError(Exception):
@@ -68,7 +122,12 @@ class AuditEntry(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     request_id = models.CharField(max_length=128, blank=True, db_index=True)
+    # The names stay "prev_hash" and "hash" (API, exports, archives): for an entry with a kid
+    # they hold HMAC-SHA256 values, for a legacy entry SHA-256. Their definitions are left as
+    # 0001 made them: on PostgreSQL the partitioned table's constraints are hand-made (0003).
     prev_hash = models.CharField(max_length=64)
+    kid = models.CharField(max_length=32, blank=True, default=LEGACY_KID,
+                           help_text="Id of the key that MACed this entry; empty: a legacy SHA-256 entry.")
     hash = models.CharField(max_length=64, unique=True)
 
     objects = AuditEntryQuerySet.as_manager()
@@ -94,7 +153,8 @@ class AuditEntry(models.Model):
         raise AppendOnlyError("audit entries are append-only: delete refused")
 
     def canonical_payload(self) -> bytes:
-        """The bytes the hash covers: every field but the hash itself, in a fixed form."""
+        """The bytes the MAC covers: every field but the MAC itself, the link and the kid
+        included, in a fixed form (a legacy entry's form has no kid: byte for byte as before)."""
         created = self.created_at.astimezone(UTC).isoformat(timespec="microseconds")
         data = {
             "seq": self.seq,
@@ -116,25 +176,38 @@ class AuditEntry(models.Model):
             "request_id": self.request_id,
             "prev_hash": self.prev_hash,
         }
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if self.kid != LEGACY_KID:
+            data["kid"] = self.kid
+        return canonical_json(data)
 
-    def compute_hash(self) -> str:
-        return hashlib.sha256(self.canonical_payload()).hexdigest()
+    def compute_hash(self) -> str | None:
+        """The entry's MAC under its kid (legacy: its SHA-256); None when that key is not configured."""
+        if self.kid == LEGACY_KID:
+            return hashlib.sha256(self.canonical_payload()).hexdigest()
+        return keyed_mac(self.kid, ENTRY_LABEL, self.canonical_payload())
 
 
 class ChainHead(models.Model):
     """The last entry of the chain, locked while an entry is appended (one row).
 
-    The database lets it move forward only (no delete, no lower ``seq``)."""
+    The database lets it move forward only, one entry at a time (no delete, no truncate, no
+    lower or equal ``seq``). Its own MAC ties ``seq`` to that entry's MAC, so moving it
+    takes the key too (until the first keyed entry, a head at genesis or in the legacy
+    range has none)."""
 
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    kid = models.CharField(max_length=32, blank=True, default=LEGACY_KID)
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         verbose_name = "audit chain head"
 
     def __str__(self) -> str:
         return f"chain head #{self.seq}"
+
+    def compute_mac(self) -> str | None:
+        return keyed_mac(self.kid, HEAD_LABEL, canonical_json({"seq": self.seq, "hash": self.hash, "kid": self.kid}))
 
 
 class AuditAnchorQuerySet(models.QuerySet["AuditAnchor"]):
@@ -166,6 +239,10 @@ class AuditAnchor(models.Model):
     archive_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the archive file.")
     created_at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=255)
+    # An anchor decides where verification starts: without a MAC anyone who can INSERT
+    # could make it start after entries they then hide.
+    kid = models.CharField(max_length=32, blank=True, default=LEGACY_KID)
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     objects = AuditAnchorQuerySet.as_manager()
 
@@ -183,3 +260,15 @@ class AuditAnchor(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("audit anchors are append-only: delete refused")
+
+    def compute_mac(self) -> str | None:
+        return keyed_mac(self.kid, ANCHOR_LABEL, canonical_json({
+            "seq": self.seq,
+            "hash": self.hash,
+            "first_seq": self.first_seq,
+            "entries": self.entries,
+            "period_start": self.period_start.astimezone(UTC).isoformat(timespec="microseconds"),
+            "period_end": self.period_end.astimezone(UTC).isoformat(timespec="microseconds"),
+            "archive_sha256": self.archive_sha256,
+            "kid": self.kid,
+        }))

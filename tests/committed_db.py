@@ -1,11 +1,12 @@
 """Committed-transaction tests and the append-only audit tables.
 
 A transactional test ends with pytest-django flushing every table. The audit tables refuse
-DELETE and TRUNCATE by trigger (audit migrations 0002/0003), so ``committed_db`` switches
+DELETE and TRUNCATE by trigger (audit migrations 0002-0004), so ``committed_db`` switches
 those triggers off at the test's teardown — before the flush — and on again right after the
 flush (and at the next setup, in case a run was interrupted). The flush also removes the rows
 the migrations made (role groups, the chain head); they are put back at the same point, so
-tests that run later find the database as migrations left it.
+tests that run later find the database as migrations left it (``audit.record`` refuses to
+append without the head rather than start a second chain).
 """
 
 from __future__ import annotations

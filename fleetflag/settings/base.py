@@ -206,3 +206,79 @@ SPECTACULAR_SETTINGS = {
         "RuleTypeEnum": "flags.models.RuleType",
     },
 }
+
+
+# -- Audit trail MAC keys (audit/, docs/audit.md "Keys") ------------------------------------
+# The audit chain is keyed with HMAC-SHA256 (audit.models). The key is what an insider with
+# the database's rights does not have, so it never goes into the database: it comes from
+# the environment or from a file (a mounted secret). Every entry records the id (kid) of the
+# key that MACed it; older keys stay configured by kid for as long as their entries are kept.
+#
+#   AUDIT_HMAC_KEY            the current key (32 characters or more), or
+#   AUDIT_HMAC_KEY_FILE       a file holding it (surrounding whitespace ignored)
+#   AUDIT_HMAC_KID            the current key's id (default "k1"; [A-Za-z0-9._-], at most 32)
+#   AUDIT_HMAC_OLD_KEYS       older keys: "kid:key,kid:key"
+#   AUDIT_HMAC_OLD_KEYS_FILE  older keys, one "kid:key" a line (# comments and blank lines ignored)
+#   AUDIT_LEGACY_LAST_SEQ     the last entry made before keyed MACs (plain SHA-256), default 0
+#
+# Without a key, a fresh machine (`make run`) uses the embedded development key under kid
+# "dev": its value is in this file, so it protects nothing; verify_audit and
+# `check --deploy` say so. That key is never accepted next to a configured one.
+AUDIT_HMAC_DEV_KID = "dev"
+AUDIT_HMAC_DEV_KEY = "fleetflag-insecure-development-audit-key-do-not-use-in-production"
+AUDIT_HMAC_MIN_KEY_LENGTH = 32
+
+
+def audit_hmac_settings(environ: dict[str, str] | os._Environ[str]) -> tuple[str, dict[str, str], bool]:
+    """(current kid, every configured key by kid, whether it is the development key)."""
+    import re
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    kid_pattern = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+
+    def checked(kid: str, key: str, source: str) -> tuple[str, str]:
+        if not kid_pattern.match(kid):
+            raise ImproperlyConfigured(f"{source}: key id {kid!r} must match [A-Za-z0-9._-]{{1,32}}")
+        if kid == AUDIT_HMAC_DEV_KID or key == AUDIT_HMAC_DEV_KEY:
+            raise ImproperlyConfigured(f"{source}: the development audit key is public and cannot be configured")
+        if len(key) < AUDIT_HMAC_MIN_KEY_LENGTH:
+            raise ImproperlyConfigured(f"{source}: audit key {kid!r} is shorter than {AUDIT_HMAC_MIN_KEY_LENGTH}")
+        return kid, key
+
+    key = environ.get("AUDIT_HMAC_KEY", "")
+    key_file = environ.get("AUDIT_HMAC_KEY_FILE", "")
+    if key and key_file:
+        raise ImproperlyConfigured("set AUDIT_HMAC_KEY or AUDIT_HMAC_KEY_FILE, not both")
+    if key_file:
+        # A missing or unreadable file fails start-up: falling back to the development key
+        # would silently make every new entry forgeable.
+        key = Path(key_file).read_text(encoding="utf-8").strip()
+    kid = environ.get("AUDIT_HMAC_KID", "")
+    old_lines = [item for item in environ.get("AUDIT_HMAC_OLD_KEYS", "").split(",") if item.strip()]
+    old_file = environ.get("AUDIT_HMAC_OLD_KEYS_FILE", "")
+    if old_file:
+        old_lines += [
+            line for line in Path(old_file).read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not key:
+        if kid or old_lines:
+            raise ImproperlyConfigured("AUDIT_HMAC_KID / AUDIT_HMAC_OLD_KEYS are set but there is no AUDIT_HMAC_KEY")
+        return AUDIT_HMAC_DEV_KID, {AUDIT_HMAC_DEV_KID: AUDIT_HMAC_DEV_KEY}, True
+    current_kid, current_key = checked(kid or "k1", key, "AUDIT_HMAC_KEY")
+    keys = {current_kid: current_key}
+    for line in old_lines:
+        old_kid, separator, old_key = (part.strip() for part in line.partition(":"))
+        if not separator:
+            raise ImproperlyConfigured("AUDIT_HMAC_OLD_KEYS: each entry is kid:key")
+        old_kid, old_key = checked(old_kid, old_key, "AUDIT_HMAC_OLD_KEYS")
+        if old_kid in keys:
+            raise ImproperlyConfigured(f"AUDIT_HMAC_OLD_KEYS: key id {old_kid!r} is configured twice")
+        keys[old_kid] = old_key
+    return current_kid, keys, False
+
+
+AUDIT_HMAC_KID, AUDIT_HMAC_KEYS, AUDIT_HMAC_DEV_KEY_IN_USE = audit_hmac_settings(os.environ)
+AUDIT_LEGACY_LAST_SEQ = int(os.environ.get("AUDIT_LEGACY_LAST_SEQ", "0"))
+# -- end of the audit trail MAC keys ----------------------------------------------------------

@@ -57,11 +57,31 @@ def test_export_jsonl__every_field_and_hash__verifiable(trail: list[AuditEntry])
         "user_id": trail[0].user_id, "api_key_id": None, "action": "UPDATE_FLAG", "flag_key": "brake.blend",
         "flag_id": trail[0].flag_id, "object_type": "", "object_id": "", "change_request_id": None,
         "before": {"enabled": False}, "after": {"enabled": True, "note": "ü ✓"}, "ip": "10.1.2.3",
-        "user_agent": "pytest", "request_id": "req-1", "prev_hash": "0" * 64, "hash": trail[0].hash,
+        "user_agent": "pytest", "request_id": "req-1", "prev_hash": "0" * 64, "kid": "k1", "hash": trail[0].hash,
     }
     # The export alone proves its integrity.
     report = services.verify_jsonl(text.splitlines(), start_seq=1, start_hash="0" * 64)
     assert (report.ok, report.checked, report.head_hash) == (True, 4, trail[-1].hash)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("actor", "bob", "its content does not match its MAC (the entry was changed, or made without the key)"),
+        ("kid", "", "it carries no MAC, only plain SHA-256, beyond the legacy entries (AUDIT_LEGACY_LAST_SEQ=0, and "
+                    "after keyed entries): it was not written by the audit service"),
+        ("prev_hash", "f" * 64, "its link to the previous entry is broken"),
+    ],
+)
+def test_verify_jsonl__exported_line_edited__refused(trail: list[AuditEntry], field: str, value: str,
+                                                     problem: str) -> None:
+    # Given an export whose third line was edited
+    rows = [json.loads(line) for line in export("--format", "jsonl").splitlines()]
+    rows[2][field] = value
+    # When the file is verified on its own
+    report = services.verify_jsonl([json.dumps(row) for row in rows], start_seq=1, start_hash="0" * 64)
+    # Then the edited entry is named
+    assert (report.ok, report.first_broken_seq, report.problem, report.checked) == (False, 3, problem, 2)
 
 
 def test_export_csv__header_and_rows(trail: list[AuditEntry]) -> None:

@@ -1,4 +1,7 @@
-"""verify_chain and ``manage.py verify_audit``: intact chains pass, every kind of tampering is named."""
+"""verify_chain and ``manage.py verify_audit``: intact chains pass, every kind of tampering is named.
+
+Forgeries that need the audit key, and the key's rotation, are in test_forgery.py and test_keys.py.
+"""
 
 from __future__ import annotations
 
@@ -38,11 +41,9 @@ def test_verify_audit__intact_chain__exit_0_and_one_line(chain: list[AuditEntry]
     # Given five entries appended through the service
     # When the command runs
     output = verify_audit()
-    # Then it prints one line naming the span and the head
+    # Then it prints one line naming the span, the key and the head
     head = ChainHead.objects.get(pk=1)
-    assert output.count("\n") == 1
-    assert output.startswith("audit chain intact: 5 entries (#1..#5) from genesis; head #5 ")
-    assert head.hash[:16] in output
+    assert output == f"audit chain intact: 5 entries (#1..#5) from genesis, keys k1 (5); head #5 {head.hash[:16]}\n"
 
 
 def test_record__links__genesis_then_previous_hash(chain: list[AuditEntry]) -> None:
@@ -51,7 +52,9 @@ def test_record__links__genesis_then_previous_hash(chain: list[AuditEntry]) -> N
     assert stored[0].prev_hash == GENESIS_HASH
     assert all(later.prev_hash == earlier.hash for earlier, later in pairwise(stored))
     assert all(entry.compute_hash() == entry.hash for entry in stored)
-    assert (ChainHead.objects.get(pk=1).seq, ChainHead.objects.get(pk=1).hash) == (5, stored[-1].hash)
+    assert {entry.kid for entry in stored} == {"k1"}
+    head = ChainHead.objects.get(pk=1)
+    assert (head.seq, head.hash, head.kid, head.mac) == (5, stored[-1].hash, "k1", head.compute_mac())
 
 
 def test_verify_audit__content_changed_behind_the_trigger__fails_naming_seq(chain: list[AuditEntry]) -> None:
@@ -62,7 +65,7 @@ def test_verify_audit__content_changed_behind_the_trigger__fails_naming_seq(chai
     error = verify_audit_failure()
     # Then the command fails (exit 1) naming #3 and what is wrong
     assert error.returncode == 1
-    assert "BROKEN at entry #3: its content does not match its hash" in str(error)
+    assert "BROKEN at entry #3: its content does not match its MAC" in str(error)
     report = services.verify_chain()
     assert (report.ok, report.first_broken_seq, report.checked) == (False, 3, 2)
 
@@ -79,7 +82,7 @@ def test_verify_audit__partition_trigger_disabled_and_row_updated__fails(
         cursor.execute("UPDATE audit_auditentry SET actor = 'someone-else' WHERE seq = 2")
         cursor.execute(f'ALTER TABLE "{partition}" ENABLE TRIGGER USER')
     assert partition.startswith("audit_auditentry_y")
-    assert "#2: its content does not match its hash" in str(verify_audit_failure())
+    assert "#2: its content does not match its MAC" in str(verify_audit_failure())
 
 
 def test_verify_audit__middle_entry_deleted__reports_it_missing(chain: list[AuditEntry]) -> None:
@@ -104,7 +107,7 @@ def test_verify_audit__last_entry_deleted__head_says_missing(chain: list[AuditEn
 
 
 def test_verify_audit__last_entry_edited_and_rehashed__head_mismatch(chain: list[AuditEntry]) -> None:
-    # Given the last entry rewritten with a freshly computed hash of its own
+    # Given the last entry rewritten with a freshly computed MAC of its own (by someone with the key)
     last = AuditEntry.objects.get(seq=5)
     last.after = {"n": "forged"}
     forged_hash = last.compute_hash()
@@ -120,6 +123,7 @@ def test_verify_audit__last_entry_edited_and_rehashed__head_mismatch(chain: list
 
 
 def test_verify_audit__middle_entry_edited_and_rehashed__next_link_broken(chain: list[AuditEntry]) -> None:
+    # Given entry #2 rewritten and re-MACed by someone with the key, the entries after it left alone
     entry = AuditEntry.objects.get(seq=2)
     entry.actor = "system:innocent"
     with triggers_off() as cursor:
@@ -130,9 +134,10 @@ def test_verify_audit__middle_entry_edited_and_rehashed__next_link_broken(chain:
 
 
 def test_verify_chain__entry_inserted_beyond_head__refused(chain: list[AuditEntry]) -> None:
-    # Given a row inserted directly, not through audit.record (so the head did not move)
+    # Given a row inserted directly, with a valid MAC, not through audit.record (so the head did not move)
     last = AuditEntry.objects.get(seq=5)
-    forged = AuditEntry(seq=6, actor_type="system", actor="system:forger", action="TEST", prev_hash=last.hash)
+    forged = AuditEntry(seq=6, actor_type="system", actor="system:forger", action="TEST", prev_hash=last.hash,
+                        kid="k1")
     forged.hash = forged.compute_hash()
     forged.save(force_insert=True)
     report = services.verify_chain()
@@ -144,7 +149,8 @@ def test_verify_chain__duplicate_seq__reported(require_postgres: None, chain: li
     # PostgreSQL's partitioned table enforces unique (seq, created_at) only; the chain
     # lock keeps seq unique, and verification catches a duplicate made behind its back.
     original = AuditEntry.objects.get(seq=4)
-    twin = AuditEntry(seq=4, actor_type="system", actor="system:twin", action="TEST", prev_hash=original.prev_hash)
+    twin = AuditEntry(seq=4, actor_type="system", actor="system:twin", action="TEST", prev_hash=original.prev_hash,
+                      kid="k1")
     twin.hash = twin.compute_hash()
     twin.save(force_insert=True)
     report = services.verify_chain()
