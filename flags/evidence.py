@@ -177,8 +177,11 @@ def _integrity(entries: list[AuditEntry]) -> dict[str, Any]:
     anchor = AuditAnchor.objects.order_by("-seq").first()
     return {
         "method": (
-            "For every entry listed: SHA-256 re-computed over its canonical serialisation and compared with its "
-            "stored hash; its prev_hash compared with the stored hash of the entry before it in the chain."
+            "For every entry listed: its HMAC-SHA256 (under the audit key named by its key id, a key kept outside "
+            "the database) re-computed over its canonical serialisation, which includes its prev_hash, and compared "
+            "with its stored MAC; its prev_hash compared with the stored MAC of the entry before it in the chain. "
+            "Entries from before the keyed chain are plain SHA-256 and count as intact only within the configured "
+            "legacy range."
         ),
         "entries_checked": len(checks),
         "hashes_intact": sum(1 for check in checks if check["hash_ok"]),
