@@ -218,7 +218,7 @@ class EvaluateForm(forms.Form):
         required=False,
         widget=_json_widget(3),
         help_text='Optional JSON object, e.g. {"trim": "gt"}. model, sw_version and region come from the '
-        "registered vehicle unless given here.",
+        "registered vehicle unless given here (null counts as not given, as in the API).",
     )
 
     def clean_vin(self) -> str:
