@@ -180,7 +180,7 @@ class AuditEntryAdmin(NoWritesAdminMixin, _AuditAdminBase):  # append-only
     def after_pretty(self, obj: AuditEntry) -> SafeString:
         return _pre(obj.after)
 
-    @admin.display(description="Entry hash")
+    @admin.display(description="Entry check")
     def hash_check(self, obj: AuditEntry) -> SafeString:
         # The same check verify_audit makes of one entry (its MAC under its key id; a legacy
         # SHA-256 entry only within the configured legacy range), not a bare re-hash.
