@@ -112,6 +112,16 @@ def is_requester(actor: Actor, request: ChangeRequest) -> bool:
     return not actor.person_ids.isdisjoint(_requester_person_ids(request))
 
 
+def _decide(request: ChangeRequest, actor: Actor, status: str, comment: str) -> None:
+    """Record the decision on the locked request (its audit entry is the caller's)."""
+    request.status = status
+    request.decided_by = actor.user
+    request.decided_by_label = actor.label
+    request.decided_at = timezone.now()
+    request.decision_comment = comment.strip()
+    request.save(update_fields=["status", "decided_by", "decided_by_label", "decided_at", "decision_comment"])
+
+
 def change_request_approve(*, actor: Actor, change_request: ChangeRequest | int, comment: str = "") -> Outcome:
     with transaction.atomic():
         request = _lock_request(change_request)
@@ -131,12 +141,7 @@ def change_request_approve(*, actor: Actor, change_request: ChangeRequest | int,
         if flag.archived_at is not None:
             raise Conflict(f"flag {flag.key} is archived", code=FlagCode.ARCHIVED)
         applied, effects = apply(flag, request.operation, request.payload, actor, change_request_id=request.pk)
-        request.status = ChangeRequest.Status.APPROVED
-        request.decided_by = actor.user
-        request.decided_by_label = actor.label
-        request.decided_at = timezone.now()
-        request.decision_comment = comment.strip()
-        request.save(update_fields=["status", "decided_by", "decided_by_label", "decided_at", "decision_comment"])
+        _decide(request, actor, ChangeRequest.Status.APPROVED, comment)
         audit.record(actor=actor, action=FlagAction.APPROVE_CHANGE, flag=applied, object_type="change_request",
                      object_id=request.pk, after={"comment": request.decision_comment, "operation": request.operation},
                      change_request_id=request.pk)
@@ -150,12 +155,7 @@ def change_request_reject(*, actor: Actor, change_request: ChangeRequest | int, 
     with transaction.atomic():
         request = _lock_request(change_request)
         _check_decidable(request, actor)
-        request.status = ChangeRequest.Status.REJECTED
-        request.decided_by = actor.user
-        request.decided_by_label = actor.label
-        request.decided_at = timezone.now()
-        request.decision_comment = reason.strip()
-        request.save(update_fields=["status", "decided_by", "decided_by_label", "decided_at", "decision_comment"])
+        _decide(request, actor, ChangeRequest.Status.REJECTED, reason)
         audit.record(actor=actor, action=FlagAction.REJECT_CHANGE, flag=request.flag, object_type="change_request",
                      object_id=request.pk, after={"reason": request.decision_comment}, change_request_id=request.pk)
     return request

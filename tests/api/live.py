@@ -70,10 +70,14 @@ def live_server(tmp: Path, port: int = 0) -> Iterator[LiveServer]:
             time.sleep(0.2)
         yield LiveServer(base, admin_key)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

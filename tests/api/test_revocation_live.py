@@ -61,7 +61,7 @@ def _start(env: dict[str, str], log_path: Path, stack: ExitStack) -> Server:
         log = stack.enter_context(open(log_path, "wb"))
         proc = subprocess.Popen([str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "fleetflag.asgi:application"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(_stop, proc)
+        stack.callback(stop, proc)
         server = Server(f"http://127.0.0.1:{port}", log_path)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
@@ -76,13 +76,7 @@ def _start(env: dict[str, str], log_path: Path, stack: ExitStack) -> Server:
     raise RuntimeError(f"daphne did not start: {log_path.read_text()[-2000:]}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+
 
 
 @pytest.fixture(scope="module")
