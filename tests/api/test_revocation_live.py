@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.live import free_port
+from tests.api.live import free_port, stop
 
 pytestmark = pytest.mark.live
 
