@@ -8,6 +8,8 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from accounts import keys
+from accounts.models import ApiKey
 from audit.context import Actor
 from flags.models import Flag, Rule
 from vehicles.models import Vehicle
@@ -61,6 +63,18 @@ class VehicleFactory(factory.django.DjangoModelFactory):
     model = "ioniq5"
     sw_version = "2.6.0"
     region = "eu-west"
+
+
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    """A key row as any release could have left it; real keys are made by accounts.services.api_key_create."""
+
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda n: f"key-{n}")
+    key_prefix = factory.Sequence(lambda n: f"k{n:07d}")
+    key_hash = factory.LazyAttribute(lambda o: keys.hash_key(f"ffk_{o.key_prefix}_{'x' * 43}"))
+    role = "READ"
 
 
 def actor(role: str, username: str | None = None) -> Actor:
