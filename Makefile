@@ -62,6 +62,9 @@ MUTMUT := FLEETFLAG_SETTINGS=test MUTATE_MODULES="$(MUTATE_MODULES)" $(PY) -c 'i
 
 mutate: $(DEV_STAMP)
 	mkdir -p mutants && echo '*' > mutants/.gitignore
+	@# A module newly listed was copied here unmutated by an earlier run: drop the copy so it is
+	@# mutated, and the stats of which tests run which function, so they are collected again.
+	@for m in $(MUTATE_MODULES); do test -e mutants/$$m.meta || rm -f mutants/$$m mutants/mutmut-stats.json; done
 	$(MUTMUT) run --max-children $(MUTATE_JOBS) $(MUTANTS)
 	@echo "Mutants not killed (\`$(VENV)/bin/mutmut show NAME\` for the diff):"
 	@$(MUTMUT) results
