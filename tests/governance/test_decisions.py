@@ -228,3 +228,26 @@ def test_flag_update__asil_d_change_to_same_values__refused_as_changing_nothing(
     # Then there is nothing to approve
     assert refused.value.message_dict == {"__all__": ["the change would change nothing"]}
     assert not ChangeRequest.objects.exists()
+
+
+def test_flag_update__refused__permission_stale_and_archived_each_with_its_message() -> None:
+    # Given a flag owned by nobody, changed once since a writer loaded it, and an archived one
+    flag = FlagFactory(key="ui.theme")
+    gone = FlagFactory(key="ui.old", archived_at=timezone.now())
+    writer = actor("WRITE", "writer")
+    services.flag_update(actor=writer, flag=flag, changes={"name": "Theme"})
+    # When a reader changes it, the writer changes it from version 1, and anyone changes the archived one
+    with pytest.raises(PermissionDenied) as denied:
+        services.flag_update(actor=actor("READ", "reader"), flag=flag, changes={"name": "X"})
+    with pytest.raises(Conflict) as stale:
+        services.flag_change(actor=writer, flag=flag, steps=[services.update_step({"name": "X"})],
+                             expected_version=1)
+    with pytest.raises(Conflict) as archived:
+        services.flag_update(actor=writer, flag=gone, changes={"name": "X"})
+    # Then each refusal says why
+    assert str(denied.value) == "reader may not change flag ui.theme"
+    assert (stale.value.code, str(stale.value)) == (
+        "stale", "flag ui.theme changed since it was loaded (version 1 -> 2)")
+    assert (archived.value.code, str(archived.value)) == (
+        "archived", "flag ui.old is archived; archived flags do not change")
+    assert Flag.objects.get(key="ui.theme").name == "Theme"
