@@ -75,6 +75,9 @@ class KeyInfo:
     is_active: bool
     revoked: bool
     expires_at: datetime | None
+    # Who made the key: the two-person rule counts them as the key's person (Actor.person_ids).
+    # Defaulted, so that entries cached before the field existed still load.
+    created_by_id: int | None = None
 
     def refusal(self, now: datetime | None = None) -> tuple[str, str] | None:
         """(code, message) when the key may not be used now, else None."""
@@ -87,9 +90,10 @@ class KeyInfo:
         return None
 
     def as_model(self) -> ApiKey:
-        """An unsaved stand-in for ``request.api_key`` (``Actor.for_api_key`` reads pk, name, role, user)."""
+        """An unsaved stand-in for ``request.api_key`` (``Actor`` reads pk, name, role, user, created_by_id)."""
         key = ApiKey(name=self.name, key_prefix=self.prefix, role=self.role, user_id=self.user_id,
-                     rate_limit_per_min=self.rate_limit_per_min, expires_at=self.expires_at)
+                     rate_limit_per_min=self.rate_limit_per_min, expires_at=self.expires_at,
+                     created_by_id=self.created_by_id)
         key.pk = self.id
         key._state.adding = False
         return key
@@ -119,6 +123,7 @@ def info_for(key: ApiKey) -> KeyInfo:
         is_active=active,
         revoked=key.revoked_at is not None,
         expires_at=key.expires_at,
+        created_by_id=key.created_by_id,
     )
 
 

@@ -8,6 +8,8 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from accounts import keys
+from accounts.models import ApiKey
 from core.actors import Actor
 from flags.models import Flag, Rule
 from vehicles.models import Vehicle
@@ -63,6 +65,18 @@ class VehicleFactory(factory.django.DjangoModelFactory):
     region = "eu-west"
 
 
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    """A key row as any release could have left it; real keys are made by accounts.services.api_key_create."""
+
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda n: f"key-{n}")
+    key_prefix = factory.Sequence(lambda n: f"k{n:07d}")
+    key_hash = factory.LazyAttribute(lambda o: keys.hash_key(f"ffk_{o.key_prefix}_{'x' * 43}"))
+    role = "READ"
+
+
 def actor(role: str, username: str | None = None) -> Actor:
     """An actor for a fresh user with ``role`` (comma-separated for several)."""
     user = UserFactory(username=username or f"{role.lower().replace(',', '-')}-user", role=role)
@@ -70,9 +84,6 @@ def actor(role: str, username: str | None = None) -> Actor:
 
 
 def api_key(name: str, role: str = "WRITE", user: Any = None) -> Any:
-    """A real key row (services refuse actors whose key does not exist or was revoked)."""
-    from accounts import keys
-    from accounts.models import ApiKey
-
-    raw, prefix = keys.new_key()
-    return ApiKey.objects.create(name=name, key_prefix=prefix, key_hash=keys.hash_key(raw), role=role, user=user)
+    """A key row an actor can act through (services refuse actors whose key does not exist or
+    was revoked)."""
+    return ApiKeyFactory(name=name, role=role, user=user)

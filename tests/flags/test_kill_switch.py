@@ -1,0 +1,98 @@
+"""The kill switch through the services: per flag, again after a lift, refusals with their
+codes and nothing changed. Written against mutants of flags.services that survived."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from core.errors import Conflict, PermissionDenied
+from flags import services
+from flags.models import Flag, Rule
+from tests.factories import FlagFactory, actor
+from tests.governance.conftest import audit_trail, state
+
+pytestmark = pytest.mark.django_db
+
+
+def killed(flag: Flag) -> list[tuple[str, bool, Any]]:
+    return list(Rule.objects.filter(flag=flag, type="kill_switch").values_list("type", "enabled", "conditions"))
+
+
+def test_kill_switch_engage__another_flag_already_killed__this_flag_killed_too() -> None:
+    # Given one flag whose kill switch is engaged
+    writer = actor("WRITE")
+    first, second = FlagFactory(key="seat.massage"), FlagFactory(key="seat.heating")
+    services.kill_switch_engage(actor=writer, flag=first, reason="recall 24V-001")
+    # When the kill switch of another flag is engaged
+    outcome = services.kill_switch_engage(actor=writer, flag=second, reason="thermal event")
+    # Then that flag is killed as well, with its own rule and reason
+    second.refresh_from_db()
+    assert (outcome.applied, outcome.audit_actions, second.version) == (True, ["KILL_SWITCH"], 2)
+    assert killed(second) == [("kill_switch", True, {"force_disabled": True, "reason": "thermal event"})]
+
+
+def test_kill_switch_engage__after_a_lift__engaged_again() -> None:
+    # Given a flag whose kill switch was engaged and lifted
+    writer = actor("WRITE")
+    flag = FlagFactory(key="seat.massage")
+    services.kill_switch_engage(actor=writer, flag=flag, reason="recall 24V-001")
+    services.kill_switch_lift(actor=writer, flag=flag)
+    # When it is engaged again
+    outcome = services.kill_switch_engage(actor=writer, flag=flag, reason="recall 24V-002")
+    # Then the same rule is engaged again with the new reason, and it is audited
+    flag.refresh_from_db()
+    assert (outcome.audit_actions, flag.version) == (["KILL_SWITCH"], 4)
+    assert killed(flag) == [("kill_switch", True, {"force_disabled": True, "reason": "recall 24V-002"})]
+    assert [action for _, action, _ in audit_trail()] == ["KILL_SWITCH", "LIFT_KILL_SWITCH", "KILL_SWITCH"]
+
+
+def test_kill_switch_engage__already_engaged__outcome_names_the_engaged_rule_and_nothing_changed() -> None:
+    # Given a killed flag
+    writer = actor("WRITE")
+    flag = FlagFactory(key="seat.massage")
+    rule = services.kill_switch_engage(actor=writer, flag=flag, reason="recall 24V-001").rule
+    before, trail = state(flag), audit_trail()
+    # When it is killed again
+    outcome = services.kill_switch_engage(actor=writer, flag=flag, reason="again")
+    # Then the answer is the rule already engaged; nothing changed, nothing audited
+    assert (outcome.applied, outcome.rule, outcome.audit_actions) == (True, rule, [])
+    assert state(flag) == before
+    assert audit_trail() == trail
+
+
+@pytest.mark.parametrize("reason", ["", "   ", None])
+def test_kill_switch_engage__no_reason__refused_naming_reason_and_nothing_changed(reason: Any) -> None:
+    # Given a flag
+    flag = FlagFactory(key="seat.massage")
+    before, trail = state(flag), audit_trail()
+    # When its kill switch is engaged without a reason
+    with pytest.raises(ValidationError) as refused:
+        services.kill_switch_engage(actor=actor("WRITE"), flag=flag, reason=reason)
+    # Then it is refused for the reason field; nothing changed
+    assert refused.value.message_dict == {"reason": ["say why the flag is killed"]}
+    assert state(flag) == before
+    assert audit_trail() == trail
+
+
+def test_kill_switch_engage__read_user__permission_denied_and_nothing_changed() -> None:
+    flag = FlagFactory(key="seat.massage")
+    before, trail = state(flag), audit_trail()
+    with pytest.raises(PermissionDenied) as refused:
+        services.kill_switch_engage(actor=actor("READ", "reader"), flag=flag, reason="thermal event")
+    assert str(refused.value) == "reader may not engage the kill switch of seat.massage"
+    assert state(flag) == before
+    assert audit_trail() == trail
+
+
+def test_kill_switch_engage__archived_flag__conflict_archived_and_nothing_changed() -> None:
+    flag = FlagFactory(key="seat.massage", archived_at=timezone.now())
+    before, trail = state(flag), audit_trail()
+    with pytest.raises(Conflict) as refused:
+        services.kill_switch_engage(actor=actor("WRITE"), flag=flag, reason="thermal event")
+    assert (refused.value.code, str(refused.value)) == ("archived", "flag seat.massage is archived")
+    assert state(flag) == before
+    assert audit_trail() == trail
