@@ -101,7 +101,15 @@ def parse_json(raw: bytes | str) -> Any:
         raise ApiError(400, Code.PARSE_ERROR, f"the JSON is nested deeper than {max_depth()} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, Code.PARSE_ERROR, f"the body is not valid JSON: {exc}") from exc
-    _walk(data, max_depth())
+    limit = max_depth()
+    # A str (the admin's fields) may hold any character: only pure ASCII takes the short cut.
+    raw_bytes = (raw.encode("ascii") if raw.isascii() else b"\\u") if isinstance(raw, str) else raw
+    # Without a \u escape no string can hold NUL or a lone surrogate (the decoder refuses raw
+    # control characters, and strict UTF-8 refuses encoded surrogates), and with no more
+    # brackets than the depth limit nothing can nest past it: then the walk has nothing to find.
+    # (A NUL byte means UTF-16 or UTF-32, which the decoder also reads: always walk those.)
+    if b"\\u" in raw_bytes or b"\x00" in raw_bytes or raw_bytes.count(b"[") + raw_bytes.count(b"{") > limit:
+        _walk(data, limit)
     return data
 
 

@@ -284,3 +284,16 @@ def test_audit_export__more_rows_than_a_batch__every_row_streamed(world: dict[st
     # Then every entry arrives, in chain order
     seqs = [json.loads(line)["seq"] for line in body.decode().splitlines()]
     assert status == 200 and len(seqs) == expected and seqs == sorted(seqs)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_edge__escaped_nul_in_a_utf16_or_utf32_body__400(world: dict[str, Any], encoding: str) -> None:
+    # Given a body the JSON decoder reads in another Unicode encoding, hiding a NUL escape
+    before = _state()
+    body = '{"key": "h.wide", "name": "a\\u0000b"}'.encode(encoding)
+    status, headers, answer = asgi_request("POST", "/api/v1/flags/", {**world["auth"], "Content-Type":
+                                           "application/json"}, body=body)
+    # Then it is refused like any other NUL, and nothing is created
+    assert (status, _assert_refused_in_shape("/api/", status, headers, answer)["error"]["code"]) == \
+        (400, "validation_error")
+    assert _state() == before
