@@ -1,0 +1,140 @@
+"""What each flag and rule operation records: the audit entry's object and before/after, the
+default priority of a new rule, and the rationale every ASIL-D entry point asks for.
+Written against mutants of flags.services that survived."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from audit.models import AuditEntry
+from flags import services, snapshots
+from flags.models import ChangeRequest, Flag, Rule
+from tests.factories import FlagFactory, RuleFactory, actor
+from tests.governance.conftest import state
+
+pytestmark = pytest.mark.django_db
+
+WHITELIST = {"type": "vehicle_whitelist", "conditions": {"vins": ["KMHXX00XXXX000001"]}}
+
+
+def last_entry() -> tuple[Any, ...]:
+    found = AuditEntry.objects.order_by("-seq").first()
+    assert found is not None
+    return (found.action, found.flag_id, found.object_type, found.object_id, found.before, found.after)
+
+
+def test_flag_archive__non_critical__audit_entry_with_the_flag_before_and_after() -> None:
+    # Given a flag
+    flag = FlagFactory(key="ui.theme")
+    before = services.flag_fields(flag)
+    # When it is archived
+    services.flag_archive(actor=actor("WRITE"), flag=flag)
+    # Then the entry names the flag and shows it before and after (archived, next version)
+    flag.refresh_from_db()
+    assert last_entry() == ("ARCHIVE_FLAG", flag.pk, "flag", str(flag.pk), before,
+                            {**before, "archived": True, "version": 1})
+    assert flag.archived_at is not None
+
+
+def test_rule_delete__non_critical__audit_entry_with_the_rule_before() -> None:
+    flag = FlagFactory(key="ui.theme")
+    rule = RuleFactory(flag=flag, priority=5)
+    before = snapshots.rule_to_dict(rule)
+    services.rule_delete(actor=actor("WRITE"), flag=flag, rule_id=rule.pk)
+    assert last_entry() == ("DELETE_RULE", flag.pk, "rule", str(rule.pk), before, None)
+
+
+def test_rule_delete__engaged_kill_switch_rule__audited_as_lifting_the_kill_switch() -> None:
+    # Given a killed flag
+    flag = FlagFactory(key="ui.theme")
+    rule = services.kill_switch_engage(actor=actor("WRITE"), flag=flag, reason="thermal event").rule
+    assert rule is not None
+    before = snapshots.rule_to_dict(rule)
+    # When its kill switch rule is deleted
+    services.rule_delete(actor=actor("WRITE", "writer-2"), flag=flag, rule_id=rule.pk)
+    # Then that is a lift of the kill switch, and the audit says so
+    assert last_entry() == ("LIFT_KILL_SWITCH", flag.pk, "rule", str(rule.pk), before, None)
+
+
+@pytest.mark.parametrize(("existing", "expected"), [([], 10), ([5, 40], 50)])
+def test_rule_create__no_priority__placed_above_every_rule(existing: list[int], expected: int) -> None:
+    # Given a flag with rules at some priorities (and another flag with a higher one)
+    flag = FlagFactory(key="ui.theme")
+    for priority in existing:
+        RuleFactory(flag=flag, priority=priority)
+    RuleFactory(flag=FlagFactory(key="ui.other"), priority=900)
+    # When a rule is created without a priority
+    outcome = services.rule_create(actor=actor("WRITE"), flag=flag, **WHITELIST)
+    # Then it goes 10 above this flag's highest (10 on a flag without rules): evaluated first
+    assert outcome.rule is not None and outcome.rule.priority == expected
+
+
+def _rule_id(flag: Flag) -> int:
+    return Rule.objects.get(flag=flag, type="vehicle_whitelist").pk
+
+
+WITHOUT_RATIONALE: dict[str, Callable[[Any, Flag], Any]] = {
+    "archive": lambda who, f: services.flag_archive(actor=who, flag=f),
+    "rule create": lambda who, f: services.rule_create(actor=who, flag=f, type="percentage_rollout",
+                                                       conditions={"rollout_percentage": 10}),
+    "rule update": lambda who, f: services.rule_update(actor=who, flag=f, rule_id=_rule_id(f), priority=6),
+    "rule delete": lambda who, f: services.rule_delete(actor=who, flag=f, rule_id=_rule_id(f)),
+    "update": lambda who, f: services.flag_update(actor=who, flag=f, changes={"name": "Renamed"}),
+}
+
+
+@pytest.mark.parametrize("operation", list(WITHOUT_RATIONALE))
+def test_asil_d__operation_without_rationale__refused_naming_rationale_and_nothing_changed(operation: str) -> None:
+    # Given an ASIL-D flag with a rule
+    flag = FlagFactory(key="brake.blend", safety_level="ASIL_D", enabled=False)
+    RuleFactory(flag=flag, **WHITELIST, priority=5)
+    before = state(flag)
+    # When the operation is asked for without a rationale
+    with pytest.raises(ValidationError) as refused:
+        WITHOUT_RATIONALE[operation](actor("WRITE"), flag)
+    # Then it is refused for the rationale; no request, nothing changed
+    assert list(refused.value.message_dict) == ["rationale"]
+    assert not ChangeRequest.objects.exists()
+    assert state(flag) == before
+
+
+def test_flag_change__steps_refused__message_counts_them() -> None:
+    flag = FlagFactory(key="ui.theme")
+    with pytest.raises(services.StepsRefused) as refused:
+        services.flag_change(actor=actor("WRITE"), flag=flag, steps=[
+            services.rule_update_step(424242, priority=1), services.rule_delete_step(424243)])
+    assert (str(refused.value), sorted(refused.value.errors)) == ("2 step(s) refused", [0, 1])
+
+
+def test_rule_update__engaged_kill_switch_disabled__audited_as_lifting_the_kill_switch() -> None:
+    flag = FlagFactory(key="ui.theme")
+    rule = services.kill_switch_engage(actor=actor("WRITE"), flag=flag, reason="thermal event").rule
+    assert rule is not None
+    before = snapshots.rule_to_dict(rule)
+    services.rule_update(actor=actor("WRITE", "writer-2"), flag=flag, rule_id=rule.pk, enabled=False)
+    assert last_entry() == ("LIFT_KILL_SWITCH", flag.pk, "rule", str(rule.pk), before,
+                            {**before, "enabled": False})
+
+
+def test_rule_create__without_type__refused_naming_type_and_nothing_saved() -> None:
+    flag = FlagFactory(key="ui.theme")
+    with pytest.raises(ValidationError) as refused:
+        services.rule_create(actor=actor("WRITE"), flag=flag, conditions={"vins": ["KMHXX00XXXX000001"]})
+    assert refused.value.message_dict == {"type": ["the rule type is required"]}
+    assert not Rule.objects.exists()
+
+
+def test_flag_change__kill_switch_among_grouped_steps__refused_and_nothing_applied() -> None:
+    # Given a flag, When a grouped change carries a kill switch among its steps
+    flag = FlagFactory(key="ui.theme")
+    before = state(flag)
+    with pytest.raises(ValidationError) as refused:
+        services.flag_change(actor=actor("WRITE"), flag=flag, steps=[
+            services.Step("kill_switch", {"reason": "thermal event"}), services.update_step({"name": "Renamed"})])
+    # Then it is refused (the kill switch has its own path) and nothing is applied
+    assert refused.value.message_dict == {"__all__": ["kill_switch cannot be part of a grouped change"]}
+    assert state(flag) == before
