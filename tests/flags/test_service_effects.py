@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 
 from audit.models import AuditEntry
 from flags import services, snapshots
+from flags.errors import NotFound
 from flags.models import ChangeRequest, Flag, Rule
 from tests.factories import FlagFactory, RuleFactory, actor
 from tests.governance.conftest import state
@@ -138,3 +139,33 @@ def test_flag_change__kill_switch_among_grouped_steps__refused_and_nothing_appli
     # Then it is refused (the kill switch has its own path) and nothing is applied
     assert refused.value.message_dict == {"__all__": ["kill_switch cannot be part of a grouped change"]}
     assert state(flag) == before
+
+
+RULE_OF_ANOTHER_FLAG: dict[str, Callable[[Any, Flag, int], Any]] = {
+    "update": lambda who, f, rule_id: services.rule_update(actor=who, flag=f, rule_id=rule_id, enabled=False),
+    "delete": lambda who, f, rule_id: services.rule_delete(actor=who, flag=f, rule_id=rule_id),
+}
+
+
+@pytest.mark.parametrize("operation", list(RULE_OF_ANOTHER_FLAG))
+def test_rule_change__rule_of_another_flag__not_found_and_nothing_changed(operation: str) -> None:
+    # Given an ASIL-D flag's rule, and a non-critical flag the writer may change at once
+    brakes = FlagFactory(key="brake.blend", safety_level="ASIL_D")
+    rule = RuleFactory(flag=brakes, **WHITELIST, priority=5)
+    theme = FlagFactory(key="ui.theme")
+    before = state(brakes)
+    # When the writer changes the ASIL-D flag's rule through the other flag
+    with pytest.raises(NotFound) as refused:
+        RULE_OF_ANOTHER_FLAG[operation](actor("WRITE"), theme, rule.pk)
+    # Then there is no such rule there: the ASIL-D rule is untouched, without approval or not
+    assert str(refused.value) == f"flag ui.theme has no rule {rule.pk}"
+    assert state(brakes) == before
+
+
+def test_rule_update__engaged_kill_switch_reason_changed__audited_as_an_update() -> None:
+    flag = FlagFactory(key="ui.theme")
+    rule = services.kill_switch_engage(actor=actor("WRITE"), flag=flag, reason="thermal event").rule
+    assert rule is not None
+    conditions = {"force_disabled": True, "reason": "thermal event, see 24V-001"}
+    services.rule_update(actor=actor("WRITE", "writer-2"), flag=flag, rule_id=rule.pk, conditions=conditions)
+    assert last_entry()[:4] == ("UPDATE_RULE", flag.pk, "rule", str(rule.pk))
