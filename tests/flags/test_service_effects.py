@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
 from audit.models import AuditEntry
@@ -85,6 +86,8 @@ WITHOUT_RATIONALE: dict[str, Callable[[Any, Flag], Any]] = {
     "rule update": lambda who, f: services.rule_update(actor=who, flag=f, rule_id=_rule_id(f), priority=6),
     "rule delete": lambda who, f: services.rule_delete(actor=who, flag=f, rule_id=_rule_id(f)),
     "update": lambda who, f: services.flag_update(actor=who, flag=f, changes={"name": "Renamed"}),
+    "grouped change": lambda who, f: services.flag_change(actor=who, flag=f, steps=[
+        services.update_step({"name": "Renamed"}), services.rule_delete_step(_rule_id(f))]),
 }
 
 
@@ -169,3 +172,61 @@ def test_rule_update__engaged_kill_switch_reason_changed__audited_as_an_update()
     conditions = {"force_disabled": True, "reason": "thermal event, see 24V-001"}
     services.rule_update(actor=actor("WRITE", "writer-2"), flag=flag, rule_id=rule.pk, conditions=conditions)
     assert last_entry()[:4] == ("UPDATE_RULE", flag.pk, "rule", str(rule.pk))
+
+
+def test_rule_create__same_type_and_priority__refused_naming_both() -> None:
+    flag = FlagFactory(key="ui.theme")
+    RuleFactory(flag=flag, **WHITELIST, priority=5)
+    with pytest.raises(ValidationError) as refused:
+        services.rule_create(actor=actor("WRITE"), flag=flag, priority=5, **WHITELIST)
+    assert refused.value.message_dict == {"priority": ["another vehicle_whitelist rule of this flag has priority 5"]}
+    assert Rule.objects.count() == 1
+
+
+def test_rule_create__same_priority_other_type_or_other_flag__allowed() -> None:
+    # Given a whitelist rule at priority 5, and another flag with the same rule
+    flag = FlagFactory(key="ui.theme")
+    RuleFactory(flag=flag, **WHITELIST, priority=5)
+    RuleFactory(flag=FlagFactory(key="ui.other"), **WHITELIST, priority=7)
+    # When a rule of another type takes priority 5, and a whitelist rule priority 7
+    services.rule_create(actor=actor("WRITE"), flag=flag, priority=5, type="percentage_rollout",
+                         conditions={"rollout_percentage": 10})
+    services.rule_create(actor=actor("WRITE"), flag=flag, priority=7, **WHITELIST)
+    # Then both are saved: uniqueness is per flag, type and priority
+    assert sorted(Rule.objects.filter(flag=flag).values_list("type", "priority")) == [
+        ("percentage_rollout", 5), ("vehicle_whitelist", 5), ("vehicle_whitelist", 7)]
+
+
+def test_rule_change__unknown_field_or_nothing__refused_with_message() -> None:
+    flag = FlagFactory(key="ui.theme")
+    rule = RuleFactory(flag=flag, priority=5)
+    with pytest.raises(ValidationError) as unknown:
+        services.rule_create(actor=actor("WRITE"), flag=flag, colour="red", **WHITELIST)
+    with pytest.raises(ValidationError) as empty:
+        services.rule_update(actor=actor("WRITE"), flag=flag, rule_id=rule.pk)
+    with pytest.raises(ValidationError) as no_steps:
+        services.flag_change(actor=actor("WRITE"), flag=flag, steps=[])
+    assert unknown.value.message_dict == {"colour": ["not a field of a rule"]}
+    assert empty.value.message_dict == no_steps.value.message_dict == {"__all__": ["nothing to change"]}
+    assert list(Rule.objects.values_list("pk", flat=True)) == [rule.pk]
+
+
+def test_flag_update__owner_team_by_id_or_blank__resolved() -> None:
+    # Given a flag and a team
+    chassis = Group.objects.create(name="chassis")
+    flag = FlagFactory(key="ui.theme")
+    admin = actor("ADMIN")
+    # When an ADMIN gives it to the team by id, then takes it away with a blank
+    services.flag_update(actor=admin, flag=flag, changes={"owner_team": chassis.pk})
+    given = Flag.objects.get(pk=flag.pk).owner_team_id
+    services.flag_update(actor=admin, flag=flag, changes={"owner_team": ""})
+    # Then the team is found by id, and a blank means no team
+    assert (given, Flag.objects.get(pk=flag.pk).owner_team_id) == (chassis.pk, None)
+
+
+def test_flag_update__unknown_owner_team__refused_naming_owner_team() -> None:
+    flag = FlagFactory(key="ui.theme")
+    with pytest.raises(ValidationError) as refused:
+        services.flag_update(actor=actor("ADMIN"), flag=flag, changes={"owner_team": "nobody"})
+    assert refused.value.message_dict == {"owner_team": ["no team 'nobody'"]}
+    assert Flag.objects.get(pk=flag.pk).owner_team_id is None
