@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +96,18 @@ def api_key_create(
     return key, raw
 
 
+def _forget_on_commit(key_hash: str) -> None:
+    """Drop the key's cached lookup once committed; a cache outage then is logged, never
+    reported as a failed revocation (the entry expires within API_KEY_CACHE_SECONDS)."""
+
+    # A named function, not functools.partial: Django logs a failed robust hook by its
+    # __qualname__, which a partial lacks, so the failure escaped the commit as AttributeError.
+    def forget_key() -> None:
+        keys.forget(key_hash)
+
+    transaction.on_commit(forget_key, robust=True)
+
+
 def _lock_key(api_key: ApiKey | int) -> ApiKey:
     pk = api_key.pk if isinstance(api_key, ApiKey) else api_key
     found = ApiKey.objects.select_for_update().filter(pk=pk).first()
@@ -119,7 +130,7 @@ def api_key_revoke(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
         key.save(update_fields=["is_active", "revoked_at"])
         audit.record(actor=actor, action="REVOKE_API_KEY", object_type="api_key", object_id=key.pk,
                      before=before, after=keys.describe(key))
-        transaction.on_commit(functools.partial(keys.forget, key.key_hash), robust=True)
+        _forget_on_commit(key.key_hash)
     return key
 
 
@@ -136,5 +147,5 @@ def api_key_expire(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
         key.save(update_fields=["expires_at"])
         audit.record(actor=actor, action="EXPIRE_API_KEY", object_type="api_key", object_id=key.pk,
                      before=before, after=keys.describe(key))
-        transaction.on_commit(functools.partial(keys.forget, key.key_hash), robust=True)
+        _forget_on_commit(key.key_hash)
     return key

@@ -11,7 +11,6 @@ operation through the same code, so what is approved is exactly what was shown.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -248,7 +247,16 @@ def _after_commit(*environments: str) -> None:
     for environment in set(environments):
         # robust: a cache outage after commit is logged, never reported as a failed change;
         # the published ETag expires, so readers rebuild from the database soon after.
-        transaction.on_commit(functools.partial(snapshots.publish, environment), robust=True)
+        transaction.on_commit(_publisher(environment), robust=True)
+
+
+def _publisher(environment: str) -> Callable[[], None]:
+    # A named function, not functools.partial: Django logs a failed robust hook by its
+    # __qualname__, which a partial lacks, so the failure escaped the commit as AttributeError.
+    def publish_snapshot() -> None:
+        snapshots.publish(environment)
+
+    return publish_snapshot
 
 
 def _apply(
