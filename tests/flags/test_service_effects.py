@@ -230,3 +230,43 @@ def test_flag_update__unknown_owner_team__refused_naming_owner_team() -> None:
         services.flag_update(actor=actor("ADMIN"), flag=flag, changes={"owner_team": "nobody"})
     assert refused.value.message_dict == {"owner_team": ["no team 'nobody'"]}
     assert Flag.objects.get(pk=flag.pk).owner_team_id is None
+
+
+def test_flag_state__rules__highest_priority_first_then_by_id() -> None:
+    # Given rules at priorities 5, 40 and 40 again (another type)
+    flag = FlagFactory(key="ui.theme")
+    low = RuleFactory(flag=flag, priority=5)
+    high = RuleFactory(flag=flag, priority=40)
+    tie = RuleFactory(flag=flag, priority=40, type="percentage_rollout", conditions={"rollout_percentage": 5})
+    # When the state change requests show is taken, Then rules come in evaluation order
+    assert [r["id"] for r in services.flag_state(flag)["rules"]] == [high.pk, tie.pk, low.pk]
+
+
+@pytest.mark.parametrize(("changes", "errors"), [
+    ({"key": "ui.other", "name": "X"}, {"key": ["key cannot change after the flag is created"]}),
+    ({"type": "string"}, {"type": ["type cannot change after the flag is created"]}),
+    ({"colour": "red"}, {"colour": ["not a field of a flag that can be changed"]}),
+    ({}, {"__all__": ["nothing to change"]}),
+])
+def test_flag_update__fixed_unknown_or_no_field__refused_with_message_and_nothing_changed(
+    changes: dict[str, Any], errors: dict[str, list[str]]
+) -> None:
+    flag = FlagFactory(key="ui.theme")
+    before = state(flag)
+    with pytest.raises(ValidationError) as refused:
+        services.flag_update(actor=actor("WRITE"), flag=flag, changes=changes)
+    assert refused.value.message_dict == errors
+    assert state(flag) == before
+
+
+def test_flag_update__asil_d_owner_team_as_group__request_stores_the_team_name() -> None:
+    # Given an ASIL-D flag and a team its ADMIN hands it to (as a Group object)
+    chassis = Group.objects.create(name="chassis")
+    flag = FlagFactory(key="brake.blend", safety_level="ASIL_D")
+    # When the change is requested
+    outcome = services.flag_update(actor=actor("ADMIN"), flag=flag, changes={"owner_team": chassis},
+                                   rationale="HARA-2026-017")
+    # Then the stored request names the team (JSON), and approval would apply exactly that
+    assert outcome.change_request is not None
+    assert outcome.change_request.payload == {"changes": {"owner_team": "chassis"}}
+    assert outcome.change_request.after["owner_team"] == "chassis"
