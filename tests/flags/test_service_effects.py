@@ -270,3 +270,15 @@ def test_flag_update__asil_d_owner_team_as_group__request_stores_the_team_name()
     assert outcome.change_request is not None
     assert outcome.change_request.payload == {"changes": {"owner_team": "chassis"}}
     assert outcome.change_request.after["owner_team"] == "chassis"
+
+
+def test_flag_fields__flag__every_field_by_its_name() -> None:
+    # Given a flag of a team, When its fields are taken for the audit and change requests
+    flag = FlagFactory(key="ui.theme", name="Theme", description="Dark or light", type="string",
+                       default_value="light", enabled=False, safety_level="ASIL_B", environment="staging",
+                       ttl_seconds=3600, owner_team=Group.objects.create(name="cockpit"))
+    # Then each is named as the API and the audit name it
+    assert services.flag_fields(flag) == {
+        "key": "ui.theme", "name": "Theme", "description": "Dark or light", "type": "string",
+        "default_value": "light", "enabled": False, "safety_level": "ASIL_B", "environment": "staging",
+        "ttl_seconds": 3600, "owner_team": "cockpit", "version": 1, "archived": False}
