@@ -14,7 +14,6 @@ the cached entry on commit.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -32,6 +31,7 @@ from accounts.models import ApiKey
 from audit import services as audit
 from core.actors import ROLE_ADMIN, ROLES, Actor
 from core.errors import Conflict, NotFound, PermissionDenied
+from core.transactions import after_commit
 
 User = get_user_model()
 
@@ -159,7 +159,7 @@ def _record_user(actor: Actor, action: AccountAction, user: Any, before: dict[st
 
 def _keys_follow(user_id: int) -> None:
     """The user's keys act with the user's roles and active flag: re-cache them on commit."""
-    transaction.on_commit(functools.partial(keys.refresh_for_user, user_id), robust=True)
+    after_commit(keys.refresh_for_user, user_id)
 
 
 def _validate_username(username: Any) -> str:
@@ -404,7 +404,7 @@ def api_key_revoke(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
         key.save(update_fields=["is_active", "revoked_at"])
         audit.record(actor=actor, action=AccountAction.REVOKE_API_KEY, object_type="api_key", object_id=key.pk,
                      before=before, after=keys.describe(key))
-        transaction.on_commit(functools.partial(keys.refresh, key.key_hash), robust=True)
+        after_commit(keys.refresh, key.key_hash)
     return key
 
 
@@ -423,5 +423,5 @@ def api_key_expire(*, actor: Actor, api_key: ApiKey | int) -> ApiKey:
         key.save(update_fields=["expires_at"])
         audit.record(actor=actor, action=AccountAction.EXPIRE_API_KEY, object_type="api_key", object_id=key.pk,
                      before=before, after=keys.describe(key))
-        transaction.on_commit(functools.partial(keys.refresh, key.key_hash), robust=True)
+        after_commit(keys.refresh, key.key_hash)
     return key

@@ -9,7 +9,6 @@ rules or change requests.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from audit import services as audit
+from core import transactions
 from core.actors import Actor
 from core.errors import Conflict, NotFound, ServiceError
 from flags import permissions, selectors, snapshots
@@ -292,11 +292,11 @@ def bump_revisions(*environments: str) -> None:
             Revision.objects.get_or_create(environment=environment, defaults={"value": 1})
 
 
-def after_commit(*environments: str) -> None:
+def publish_on_commit(*environments: str) -> None:
     for environment in set(environments):
         # robust: a cache outage after commit is logged, never reported as a failed change;
         # the published ETag expires, so readers rebuild from the database soon after.
-        transaction.on_commit(functools.partial(snapshots.publish, environment), robust=True)
+        transactions.after_commit(snapshots.publish, environment)
 
 
 def apply(
@@ -327,7 +327,7 @@ def apply(
             after=effect.after,
             change_request_id=change_request_id,
         )
-    after_commit(old_environment, flag.environment)
+    publish_on_commit(old_environment, flag.environment)
     return flag, effects
 
 

@@ -137,7 +137,7 @@ def flag_create(
         ops.bump_revisions(environment)
         audit.record(actor=actor, action=FlagAction.CREATE_FLAG, flag=flag, object_type="flag", object_id=flag.pk,
                      after=flag_fields(flag))
-        ops.after_commit(environment)
+        ops.publish_on_commit(environment)
     return flag
 
 

@@ -4,11 +4,10 @@ no longer has for longer than the per-process cache time."""
 
 from __future__ import annotations
 
-import functools
-
 from django.db import transaction
 from django.utils import timezone
 
+from core.transactions import after_commit
 from vehicles import selectors
 from vehicles.models import Vehicle
 
@@ -24,5 +23,5 @@ def vehicle_upsert(*, vin: str, model: str, sw_version: str, region: str, enviro
         vehicle.updated_at = timezone.now()
         vehicle.full_clean()
         vehicle.save()
-        transaction.on_commit(functools.partial(selectors.forget, vin), robust=True)
+        after_commit(selectors.forget, vin)
     return vehicle

@@ -96,3 +96,18 @@ def test_kill_switch_engage__archived_flag__conflict_archived_and_nothing_change
     assert (refused.value.code, str(refused.value)) == ("archived", "flag seat.massage is archived")
     assert state(flag) == before
     assert audit_trail() == trail
+
+
+def test_kill_switch_lift__two_flags_killed__only_this_one_lifted() -> None:
+    # Given two killed flags
+    writer = actor("WRITE")
+    first, second = FlagFactory(key="seat.massage"), FlagFactory(key="seat.heating")
+    services.kill_switch_engage(actor=writer, flag=first, reason="recall 24V-001")
+    services.kill_switch_engage(actor=writer, flag=second, reason="recall 24V-002")
+    other = {k: v for k, v in state(second).items() if k != "revisions"}  # revisions are per environment
+    # When the first one's kill switch is lifted
+    outcome = services.kill_switch_lift(actor=writer, flag=first)
+    # Then only that flag is lifted; the other stays killed, untouched
+    assert outcome.audit_actions == ["LIFT_KILL_SWITCH"]
+    assert [enabled for _, enabled, _ in killed(first)] == [False]
+    assert {k: v for k, v in state(second).items() if k != "revisions"} == other
