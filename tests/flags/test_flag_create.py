@@ -68,3 +68,8 @@ def test_flag_create__key_taken__refused_naming_key_and_nothing_saved() -> None:
     assert refused.value.message_dict == {"key": ["a flag with key 'ui.theme' exists already (keys are never reused)"]}
     assert Flag.objects.count() == 1
     assert not AuditEntry.objects.exists()
+
+
+def test_flag_create__description__saved() -> None:
+    services.flag_create(actor=actor("WRITE"), key="ui.theme", name="Theme", description="Dark or light cockpit")
+    assert Flag.objects.get(key="ui.theme").description == "Dark or light cockpit"

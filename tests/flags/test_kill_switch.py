@@ -9,8 +9,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from core.errors import Conflict, PermissionDenied
-from flags import services
+from audit.models import AuditEntry
+from core.errors import Conflict, NotFound, PermissionDenied
+from flags import services, snapshots
 from flags.models import Flag, Rule
 from tests.factories import FlagFactory, actor
 from tests.governance.conftest import audit_trail, state
@@ -111,3 +112,56 @@ def test_kill_switch_lift__two_flags_killed__only_this_one_lifted() -> None:
     assert outcome.audit_actions == ["LIFT_KILL_SWITCH"]
     assert [enabled for _, enabled, _ in killed(first)] == [False]
     assert {k: v for k, v in state(second).items() if k != "revisions"} == other
+
+
+def test_kill_switch_lift__targeting_rule_enabled__only_the_kill_switch_disabled_and_audited() -> None:
+    # Given a killed flag that also has an enabled targeting rule
+    writer = actor("WRITE")
+    flag = FlagFactory(key="seat.massage")
+    whitelist = services.rule_create(actor=writer, flag=flag, type="vehicle_whitelist", priority=5,
+                                     conditions={"vins": ["KMHXX00XXXX000001"]}).rule
+    rule = services.kill_switch_engage(actor=writer, flag=flag, reason="recall 24V-001").rule
+    assert whitelist is not None and rule is not None
+    before = snapshots.rule_to_dict(rule)
+    # When the kill switch is lifted
+    services.kill_switch_lift(actor=writer, flag=flag)
+    # Then only the kill switch rule is disabled, and the entry shows it before and after
+    assert dict(Rule.objects.filter(flag=flag).values_list("type", "enabled")) == {
+        "vehicle_whitelist": True, "kill_switch": False}
+    entry = AuditEntry.objects.get(action="LIFT_KILL_SWITCH")
+    assert (entry.object_type, entry.object_id, entry.before, entry.after) == (
+        "rule", str(rule.pk), before, {**before, "enabled": False})
+
+
+def test_kill_switch_lift__not_killed__conflict_not_killed() -> None:
+    flag = FlagFactory(key="seat.massage")
+    with pytest.raises(Conflict) as refused:
+        services.kill_switch_lift(actor=actor("WRITE"), flag=flag)
+    assert (refused.value.code, str(refused.value)) == ("not_killed", "flag seat.massage has no engaged kill switch")
+
+
+def test_kill_switch_engage__rules_present_then_again_after_lift__rule_on_top_and_audited_before_after() -> None:
+    # Given a flag with rules up to priority 40
+    writer = actor("WRITE")
+    flag = FlagFactory(key="seat.massage")
+    services.rule_create(actor=writer, flag=flag, type="vehicle_whitelist", priority=40,
+                         conditions={"vins": ["KMHXX00XXXX000001"]})
+    # When its kill switch is engaged, lifted and engaged again
+    rule = services.kill_switch_engage(actor=writer, flag=flag, reason="recall 24V-001").rule
+    assert rule is not None
+    first = snapshots.rule_to_dict(rule)
+    services.kill_switch_lift(actor=writer, flag=flag)
+    lifted = {**first, "enabled": False}
+    services.kill_switch_engage(actor=writer, flag=flag, reason="recall 24V-002")
+    # Then the rule sits 1000 above the others, and each entry shows the rule before and after
+    assert rule.priority == 1040
+    entries = list(AuditEntry.objects.filter(action="KILL_SWITCH").order_by("seq")
+                   .values_list("object_type", "object_id", "before", "after"))
+    again = {**first, "conditions": {"force_disabled": True, "reason": "recall 24V-002"}}
+    assert entries == [("rule", str(rule.pk), None, first), ("rule", str(rule.pk), lifted, again)]
+
+
+def test_kill_switch_engage__unknown_flag__not_found() -> None:
+    with pytest.raises(NotFound) as refused:
+        services.kill_switch_engage(actor=actor("WRITE"), flag="seat.nothing", reason="thermal event")
+    assert str(refused.value) == "no flag seat.nothing"

@@ -251,3 +251,24 @@ def test_flag_update__refused__permission_stale_and_archived_each_with_its_messa
     assert (archived.value.code, str(archived.value)) == (
         "archived", "flag ui.old is archived; archived flags do not change")
     assert Flag.objects.get(key="ui.theme").name == "Theme"
+
+
+def test_change_request_approve__rule_creation__outcome_and_audit_entry_exact(brakes: Flag) -> None:
+    # Given a request to add a rule to the ASIL-D flag
+    outcome = services.rule_create(actor=actor("WRITE", "requester"), flag=brakes, type="vehicle_whitelist",
+                                   conditions={"vins": ["KMHXX00XXXX000001"]}, rationale=R)
+    request = outcome.change_request
+    assert (outcome.flag.pk, outcome.audit_actions) == (brakes.pk, ["REQUEST_CHANGE"])
+    assert request is not None
+    assert sorted(entry("REQUEST_CHANGE")[-1]) == ["operation", "payload", "proposed", "rationale"]
+    # When a SAFETY engineer approves it
+    approved = services.change_request_approve(actor=actor("SAFETY", "safety-1"), change_request=request,
+                                               comment="ok")
+    # Then the outcome names the new rule, and the approval's entry names the request
+    rule = brakes.rules.get()
+    assert (approved.change_request, approved.rule, approved.audit_actions) == (
+        None, rule, ["CREATE_RULE", "APPROVE_CHANGE"])
+    assert entry("APPROVE_CHANGE") == ("safety-1", brakes.pk, "brake.blend", "change_request", str(request.pk),
+                                       request.pk, None, {"comment": "ok", "operation": "create_rule"})
+    created = AuditEntry.objects.get(action="CREATE_RULE")
+    assert (created.object_type, created.object_id, created.change_request_id) == ("rule", str(rule.pk), request.pk)
