@@ -24,15 +24,13 @@ R = "HARA-2026-017"
 
 
 @pytest.fixture
-def brakes() -> Flag:
-    return FlagFactory(key="brake.blend", safety_level="ASIL_D", enabled=False)
+def brakes(asil_d_brakes: Flag) -> Flag:
+    return asil_d_brakes
 
 
 @pytest.fixture
-def pending(brakes: Flag) -> ChangeRequest:
-    outcome = services.flag_set_enabled(actor=actor("WRITE", "requester"), flag=brakes, enabled=True, rationale=R)
-    assert outcome.change_request is not None
-    return outcome.change_request
+def pending(enable_request: ChangeRequest) -> ChangeRequest:
+    return enable_request
 
 
 def record(request: ChangeRequest) -> dict[str, Any]:

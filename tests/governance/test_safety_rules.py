@@ -15,7 +15,7 @@ from core.actors import Actor
 from core.errors import PermissionDenied
 from flags import services
 from flags.models import ChangeRequest, Flag
-from tests.factories import ApiKeyFactory, FlagFactory, UserFactory, actor
+from tests.factories import ApiKeyFactory, UserFactory, actor
 from tests.governance.conftest import audit_trail, state
 
 pytestmark = pytest.mark.django_db
@@ -24,16 +24,13 @@ R = "HARA-2026-017"
 
 
 @pytest.fixture
-def brakes() -> Flag:
-    return FlagFactory(key="brake.blend", safety_level="ASIL_D", enabled=False)
+def brakes(asil_d_brakes: Flag) -> Flag:
+    return asil_d_brakes
 
 
 @pytest.fixture
-def pending(brakes: Flag) -> ChangeRequest:
-    """A WRITE engineer's request to enable the ASIL-D flag, waiting for a SAFETY decision."""
-    outcome = services.flag_set_enabled(actor=actor("WRITE", "requester"), flag=brakes, enabled=True, rationale=R)
-    assert outcome.change_request is not None
-    return outcome.change_request
+def pending(enable_request: ChangeRequest) -> ChangeRequest:
+    return enable_request
 
 
 def decision(request: ChangeRequest) -> tuple[Any, ...]:
