@@ -165,3 +165,23 @@ def test_kill_switch_engage__unknown_flag__not_found() -> None:
     with pytest.raises(NotFound) as refused:
         services.kill_switch_engage(actor=actor("WRITE"), flag="seat.nothing", reason="thermal event")
     assert str(refused.value) == "no flag seat.nothing"
+
+
+def test_kill_switch__no_other_rules__engaged_at_1000_and_lift_outcome_names_the_rule() -> None:
+    # Given a flag without rules
+    writer = actor("WRITE")
+    flag = FlagFactory(key="seat.massage")
+    # When its kill switch is engaged, then lifted
+    rule = services.kill_switch_engage(actor=writer, flag=flag, reason="recall 24V-001").rule
+    lifted = services.kill_switch_lift(actor=writer, flag=flag)
+    # Then the rule sat at priority 1000, and the lift's outcome is that rule
+    assert rule is not None and rule.priority == 1000
+    assert lifted.rule == rule
+
+
+def test_flag_update__flag_object_deleted_meanwhile__not_found_naming_its_key() -> None:
+    flag = FlagFactory(key="seat.massage")
+    Flag.objects.filter(pk=flag.pk).delete()
+    with pytest.raises(NotFound) as refused:
+        services.flag_update(actor=actor("WRITE"), flag=flag, changes={"name": "X"})
+    assert str(refused.value) == "no flag seat.massage"
