@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditEntry
@@ -107,13 +107,6 @@ def expired_requests(requests: QuerySet[ChangeRequest] | None = None) -> QuerySe
     """Pending past their expiry: they can no longer be approved."""
     requests = ChangeRequest.objects.all() if requests is None else requests
     return requests.filter(status=ChangeRequest.Status.PENDING, expires_at__lte=timezone.now())
-
-
-def open_expired_filter() -> tuple[Q, Q]:
-    """(open, expired) as Q objects, for annotations that order a queue."""
-    now = timezone.now()
-    pending = Q(status=ChangeRequest.Status.PENDING)
-    return pending & Q(expires_at__gt=now), pending & Q(expires_at__lte=now)
 
 
 # -- the evaluation input ------------------------------------------------------------------------
