@@ -62,18 +62,18 @@ HARA = "HARA-2026-017"
 
 
 @pytest.fixture
-def asil_d_brakes() -> Flag:
+def brakes() -> Flag:
     """An ASIL-D flag, created disabled."""
     return FlagFactory(key="brake.blend", safety_level="ASIL_D", enabled=False)
 
 
 @pytest.fixture
-def enable_request(asil_d_brakes: Flag) -> ChangeRequest:
+def pending(brakes: Flag) -> ChangeRequest:
     """A WRITE engineer's request to enable the ASIL-D flag, waiting for a SAFETY decision."""
     from flags import services
     from tests.factories import actor
 
-    outcome = services.flag_set_enabled(actor=actor("WRITE", "requester"), flag=asil_d_brakes, enabled=True,
+    outcome = services.flag_set_enabled(actor=actor("WRITE", "requester"), flag=brakes, enabled=True,
                                         rationale=HARA)
     assert outcome.change_request is not None
     return outcome.change_request

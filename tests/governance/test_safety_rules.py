@@ -23,14 +23,6 @@ pytestmark = pytest.mark.django_db
 R = "HARA-2026-017"
 
 
-@pytest.fixture
-def brakes(asil_d_brakes: Flag) -> Flag:
-    return asil_d_brakes
-
-
-@pytest.fixture
-def pending(enable_request: ChangeRequest) -> ChangeRequest:
-    return enable_request
 
 
 def decision(request: ChangeRequest) -> tuple[Any, ...]:
