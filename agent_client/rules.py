@@ -32,7 +32,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, cast
 
 from agent_client.bucketing import ROLLOUT_SALT, VARIANT_SALT, bucket, percent_to_buckets
@@ -364,15 +364,14 @@ def _norm(value: object) -> object:
     return _UNCOMPARABLE
 
 
-def _targeting(predicate: Callable[[Mapping[str, Any]], Predicate]) -> Compiler:
-    """The compiler of a kind whose match serves the rule's value as TARGETING_MATCH."""
-
-    def compile_rule(conditions: Mapping[str, Any], served: Served) -> Matcher:
-        hit = Resolution(served.flag_key, served.value, served.variant, TARGETING_MATCH, served.version)
-        test = predicate(conditions)
-        return lambda vin, ctx: hit if test(vin, ctx) else None
-
-    return compile_rule
+def _compile_targeting(
+    predicate: Callable[[Mapping[str, Any]], Predicate], conditions: Mapping[str, Any], served: Served
+) -> Matcher:
+    """The compiler of a kind whose match serves the rule's value as TARGETING_MATCH (the
+    registry binds each kind's predicate to it)."""
+    hit = Resolution(served.flag_key, served.value, served.variant, TARGETING_MATCH, served.version)
+    test = predicate(conditions)
+    return lambda vin, ctx: hit if test(vin, ctx) else None
 
 
 def _whitelist_predicate(conditions: Mapping[str, Any]) -> Predicate:
@@ -468,12 +467,15 @@ def _compile_rollout(conditions: Mapping[str, Any], served: Served) -> Matcher:
 
 
 def pick_variant(flag_key: str, vin: str, bounds: tuple[tuple[int, Resolution], ...]) -> Resolution:
-    """The variant whose cumulative upper bound (in buckets) first exceeds the VIN's point."""
+    """The variant whose cumulative upper bound (in buckets) first exceeds the VIN's point.
+
+    The last variant takes every point past the others' bounds (its own bound is the whole
+    range when the weights sum to 100, as validation requires)."""
     point = bucket(flag_key, VARIANT_SALT, vin)
-    for upper, picked in bounds:
+    for upper, picked in bounds[:-1]:
         if point < upper:
             return picked
-    return bounds[-1][1]  # unreachable when weights sum to 100
+    return bounds[-1][1]
 
 
 def in_rollout(flag_key: str, vin: str, threshold: int) -> bool:
@@ -492,9 +494,19 @@ RULE_KINDS: dict[str, RuleKind] = {
             compile=None,
             value_refused="a kill switch serves the flag's default value; it takes no value",
         ),
-        RuleKind("vehicle_whitelist", "Vehicle whitelist", _validate_whitelist, _targeting(_whitelist_predicate)),
-        RuleKind("vehicle_target", "Vehicle target", _validate_target, _targeting(_target_predicate)),
-        RuleKind("user_attribute", "Context attribute", _validate_attribute, _targeting(_attribute_predicate)),
+        RuleKind(
+            "vehicle_whitelist",
+            "Vehicle whitelist",
+            _validate_whitelist,
+            partial(_compile_targeting, _whitelist_predicate),
+        ),
+        RuleKind("vehicle_target", "Vehicle target", _validate_target, partial(_compile_targeting, _target_predicate)),
+        RuleKind(
+            "user_attribute",
+            "Context attribute",
+            _validate_attribute,
+            partial(_compile_targeting, _attribute_predicate),
+        ),
         RuleKind("percentage_rollout", "Percentage rollout", _validate_rollout, _compile_rollout),
     )
 }
