@@ -68,7 +68,6 @@ class CompiledFlag:
         "_fixed",
         "_rules",
         "compile_error",
-        "data",
         "default_value",
         "key",
         "safety_level",
@@ -78,7 +77,6 @@ class CompiledFlag:
     )
 
     def __init__(self, data: FlagDict) -> None:
-        self.data = data
         self.key: str = data["key"]
         self.type: str = data.get("type", "boolean")
         self.default_value: Any = data.get("default_value")

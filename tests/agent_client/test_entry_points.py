@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from agent_client import Snapshot
-from agent_client.evaluator import evaluate
+from agent_client.evaluator import CompiledFlag, evaluate
 from agent_client.resolution import ERROR, FLAG_NOT_FOUND, Resolution
 from agent_client.semver import MAX_VERSION_LENGTH
 
@@ -74,3 +76,91 @@ def test_version_in_context__exactly_the_length_limit__still_a_version() -> None
     flag = _flag("door.auto_lock", {"type": "vehicle_target", "conditions": {"sw_version": ">=2.0.0"}})
     assert evaluate(flag, VIN, {"sw_version": at_limit}).reason == "TARGETING_MATCH"  # type: ignore[arg-type]
     assert evaluate(flag, VIN, {"sw_version": at_limit + "b"}).reason == "DEFAULT"  # type: ignore[arg-type]
+
+
+def _compiled(*rules: dict[str, Any], **fields: Any) -> CompiledFlag:
+    return CompiledFlag(_flag("door.auto_lock", *rules, **fields))  # type: ignore[arg-type]
+
+
+WHITELISTED = {"type": "vehicle_whitelist", "conditions": {"vins": [VIN]}}
+
+
+def test_compiled_flag__fields_a_hand_written_snapshot_leaves_out__read_with_their_documented_defaults() -> None:
+    # No "type": a boolean flag, so the kill switch serves false (not the default of true)
+    data = _flag("door.auto_lock", {"type": "kill_switch", "conditions": {"force_disabled": True, "reason": "r"}},
+                 default_value=True)
+    del data["type"]
+    assert CompiledFlag(data).evaluate(VIN).value is False  # type: ignore[arg-type]
+    # No "enabled" on the flag: disabled; no "enabled" on a rule: the rule applies
+    no_enabled = _flag("door.auto_lock")
+    del no_enabled["enabled"]
+    assert CompiledFlag(no_enabled).evaluate(VIN).reason == "DISABLED"  # type: ignore[arg-type]
+    rule = dict(WHITELISTED, id=1, priority=1, value=True)
+    assert CompiledFlag({**_flag("door.auto_lock"), "rules": [rule]}).evaluate(VIN).reason == "TARGETING_MATCH"  # type: ignore[arg-type]
+    # No "variant" on a rule: it serves the variant "enabled"
+    assert _compiled(WHITELISTED).evaluate(VIN).variant == "enabled"
+
+
+def test_compiled_flag__attributes__as_the_snapshot_says() -> None:
+    flag = _compiled(WHITELISTED, safety_level="ASIL_D")
+    assert (flag.key, flag.type, flag.safety_level, flag.version, flag.ttl_seconds) == (
+        "door.auto_lock", "boolean", "ASIL_D", 3, 600)
+    assert flag.compile_error is None
+    assert flag.fixed is None
+
+
+@pytest.mark.parametrize(
+    ("rule", "error"),
+    [
+        ({"type": "geofence", "conditions": {}}, "unknown rule type 'geofence'"),
+        (dict(WHITELISTED, value="yes"), "rule 1: {'value': [\"must be true or false for a boolean flag, not 'yes'\"]}"),
+        (dict(WHITELISTED, variant="bad key!"),
+         "rule 1: {'variant': [\"must be a short key of letters, digits, '_', '.' or '-'\"]}"),
+    ],
+)
+def test_compiled_flag__rule_it_cannot_read__default_as_parse_error_and_the_reason_kept(
+    rule: dict[str, Any], error: str
+) -> None:
+    flag = _compiled(rule)
+    assert flag.evaluate(VIN) == Resolution("door.auto_lock", False, None, ERROR, 3, "PARSE_ERROR")
+    assert flag.compile_error == error
+
+
+def test_compiled_flag__rules_without_priority_or_id__priority_0_and_id_0_in_the_order() -> None:
+    first = {"type": "vehicle_whitelist", "enabled": True, "conditions": {"vins": [VIN]}, "value": True, "variant": "a"}
+    data = _flag("door.auto_lock")
+    # Without a priority a rule counts as priority 0: below 1, tied with 0 and then ordered by id
+    data["rules"] = [dict(first, id=1, priority=0, variant="zero"), dict(first, id=2, variant="missing")]
+    assert CompiledFlag(data).evaluate(VIN).variant == "zero"  # type: ignore[arg-type]
+    data["rules"] = [dict(first, id=1, priority=-1, variant="minus"), dict(first, id=2, variant="missing")]
+    assert CompiledFlag(data).evaluate(VIN).variant == "missing"  # type: ignore[arg-type]
+    # Without an id a rule counts as id 0: before id 1 at the same priority
+    data["rules"] = [dict(first, id=1, priority=5, variant="one"), dict(first, priority=5, variant="no-id")]
+    assert CompiledFlag(data).evaluate(VIN).variant == "no-id"  # type: ignore[arg-type]
+
+
+def test_snapshot__version_and_environment__kept_and_defaulted() -> None:
+    assert (Snapshot([]).version, Snapshot([]).environment) == (0, None)
+    assert (Snapshot([], version=4, environment="staging").version, Snapshot([], environment="staging").environment) == (
+        4, "staging")
+    loaded = Snapshot.from_dict({"version": 7, "environment": "staging", "flags": [_flag("seat.heat")]})  # type: ignore[typeddict-item]
+    assert (loaded.version, loaded.environment, list(loaded.flags)) == (7, "staging", ["seat.heat"])
+    assert (Snapshot.from_dict({}).version, Snapshot.from_dict({}).environment) == (0, None)  # type: ignore[typeddict-item]
+
+
+def test_snapshot_evaluate__no_context__context_rules_do_not_match_and_nothing_raises() -> None:
+    snapshot = Snapshot([_flag("door.auto_lock", BY_ODOMETER)])  # type: ignore[list-item]
+    assert snapshot.evaluate("door.auto_lock", VIN).reason == "DEFAULT"
+
+
+def test_snapshot_evaluate_all__named_keys__the_vin_reaches_each_flag() -> None:
+    snapshot = Snapshot([_flag("door.auto_lock", WHITELISTED)])  # type: ignore[list-item]
+    assert snapshot.evaluate_all(VIN, flag_keys=["door.auto_lock"])["door.auto_lock"].reason == "TARGETING_MATCH"
+    assert snapshot.evaluate_all("KMHK381GFNU000002", flag_keys=["door.auto_lock"])["door.auto_lock"].reason == "DEFAULT"
+
+
+def test_vehicle_target__every_field_given_must_match() -> None:
+    flag = _compiled({"type": "vehicle_target", "conditions": {"models": ["EV6"], "regions": ["EU"]}})
+    assert flag.evaluate(VIN, {"model": "EV6", "region": "EU"}).reason == "TARGETING_MATCH"
+    assert flag.evaluate(VIN, {"model": "EV6", "region": "US"}).reason == "DEFAULT"
+    assert flag.evaluate(VIN, {"model": "EV9", "region": "EU"}).reason == "DEFAULT"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -241,3 +242,28 @@ def test_validate_rule__bad_variant_key__refused_on_variant() -> None:
         flag_type="boolean", rule_type="vehicle_whitelist", conditions={"vins": [VIN]}, variant="has space"
     )
     assert errors == {"variant": ["must be a short key of letters, digits, '_', '.' or '-'"]}
+
+
+def test_validate_rule__in_operator_with_a_string_instead_of_a_list__refused() -> None:
+    errors = _conditions_errors("user_attribute", {"attribute": "region", "operator": "in", "values": "EU"})
+    assert errors == ["values must be a non-empty list for operator in"]
+
+
+@pytest.mark.parametrize("operator", ["gt", "gte", "lt", "lte"])
+def test_validate_rule__comparison_with_a_string_operand__refused_naming_the_operator(operator: str) -> None:
+    errors = _conditions_errors("user_attribute", {"attribute": "odometer_km", "operator": operator, "value": "5"})
+    assert errors == [f"value must be a number for operator {operator}"]
+
+
+@pytest.mark.parametrize("operand", [sys.float_info.max, -sys.float_info.max])
+def test_validate_rule__comparison_with_the_largest_double__accepted(operand: float) -> None:
+    conditions = {"attribute": "odometer_km", "operator": "gt", "value": operand}
+    assert validate_rule(flag_type="boolean", rule_type="user_attribute", conditions=conditions) == {}
+
+
+def test_validate_rule__several_unknown_fields__all_named_comma_separated() -> None:
+    assert _conditions_errors("vehicle_target", {"models": ["EV6"], "zz": 1, "aa": 2}) == [
+        "unknown field(s) aa, zz (allowed: models, sw_version, regions)"
+    ]
+    rollout = {"rollout_percentage": 50, "variants": [{"key": "a", "weight": 100, "zz": 1, "aa": 2}]}
+    assert _conditions_errors("percentage_rollout", rollout) == ["variants[0] has unknown field(s) aa, zz"]
