@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from core.environments import Environment
 from core.http.api import paginated
 
 TOKEN_STATES = ["active", "revoked", "none"]
+# In the schema as patterns, so that generated clients (and the schema-driven tests) send VINs
+# and versions that can register; the service checks both again, exactly (vehicles.services).
+VIN_PATTERN = r"^[A-HJ-NPR-Za-hj-npr-z0-9]{17}$"
+_NUMBER = r"(0|[1-9][0-9]*)"
+_IDS = r"[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*"
+SEMVER_PATTERN = rf"^v?{_NUMBER}(\.{_NUMBER})?(\.{_NUMBER})?(-{_IDS})?(\+{_IDS})?$"
 
 
 class VehicleSerializer(serializers.Serializer):
@@ -50,9 +57,11 @@ class TextField(serializers.CharField):
 
 
 class VehicleRegisterSerializer(serializers.Serializer):
-    vin = TextField(max_length=64, help_text="17 characters of A-H, J-N, P, R-Z and 0-9 (upper-cased)")
+    vin = TextField(max_length=17, validators=[RegexValidator(VIN_PATTERN, "17 characters of A-H, J-N, P, R-Z and 0-9")],
+                    help_text="17 characters of A-H, J-N, P, R-Z and 0-9 (no I, O or Q); upper-cased")
     model = TextField(max_length=100)
-    sw_version = TextField(max_length=64, help_text="A semantic version, like 2.5.0 or 3.0.0-rc.1")
+    sw_version = TextField(max_length=64, validators=[RegexValidator(SEMVER_PATTERN, "a semantic version, like 2.5.0")],
+                           help_text="A semantic version, like 2.5.0 or 3.0.0-rc.1")
     region = TextField(max_length=64)
     environment = serializers.ChoiceField(choices=Environment.choices, default=Environment.PRODUCTION,
                                           help_text="Which flags the vehicle receives.")
