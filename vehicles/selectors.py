@@ -132,8 +132,9 @@ def vehicle_for_token(vin: str, token: str) -> Vehicle:
         raise VehicleRefused(CLOSE_UNAUTHENTICATED, "unknown vehicle token")
     if vehicle.token_revoked_at is not None:
         raise VehicleRefused(CLOSE_UNAUTHENTICATED, "this vehicle token was revoked")
-    # A VIN is no secret: a plain comparison. Upper case, as the registry stores it.
-    if not isinstance(vin, str) or vin.upper() != vehicle.vin:
+    # A VIN is no secret: a plain comparison, in upper case as the registry stores it. ASCII
+    # only: str.upper() maps some other letters onto ASCII ones (the long s, U+017F, becomes "S").
+    if not isinstance(vin, str) or not vin.isascii() or vin.upper() != vehicle.vin:
         raise VehicleRefused(CLOSE_FORBIDDEN, "this token belongs to another vehicle")
     return vehicle
 

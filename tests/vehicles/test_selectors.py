@@ -56,6 +56,17 @@ def test_vehicle_for_token__lower_case_vin__same_vehicle(token: str) -> None:
     assert vehicle_for_token(VIN.lower(), token).vin == VIN
 
 
+def test_vehicle_for_token__non_ascii_letter_that_upper_cases_to_the_vin__4403() -> None:
+    # Given a vehicle whose VIN has an S, and the long s that str.upper() turns into S
+    _, raw = services.vehicle_register(actor=SYSTEM, vin="KMHSB81CBLU000001", model="ev6", sw_version="2.9.1",
+                                       region="eu-west")
+    assert "KMH\u017fB81CBLU000001".upper() == "KMHSB81CBLU000001"
+    # Then only the VIN itself opens it
+    with pytest.raises(VehicleRefused) as refused:
+        vehicle_for_token("KMH\u017fB81CBLU000001", raw)
+    assert refused.value.close_code == 4403
+
+
 def test_vehicle_for_token__token_of_another_vin__4403(token: str) -> None:
     assert refusal(OTHER, token) == (CLOSE_FORBIDDEN, "this token belongs to another vehicle") == (
         4403, "this token belongs to another vehicle")
