@@ -29,7 +29,13 @@ class Vehicle(models.Model):
     agent_memory_mb = models.FloatField(null=True, blank=True)
     agent_cpu_percent = models.FloatField(null=True, blank=True)
     cache_size_mb = models.FloatField(null=True, blank=True)
-    token_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the vehicle's credential.")
+    # The credential (SPEC §2): only the SHA-256 of the token is kept; the token is shown once.
+    # Unique, so the websocket's check is one indexed lookup; NULL while the vehicle has none.
+    token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False,
+                                  help_text="SHA-256 of the vehicle's token.")
+    token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    token_revoked_at = models.DateTimeField(null=True, blank=True, editable=False,
+                                            help_text="Set when the token was revoked; a rotation clears it.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -39,6 +45,13 @@ class Vehicle(models.Model):
 
     def __str__(self) -> str:
         return self.vin
+
+    @property
+    def token_state(self) -> str:
+        """``active``, ``revoked`` or ``none`` (never had one, e.g. registered by ``vehicle_upsert``)."""
+        if not self.token_hash:
+            return "none"
+        return "revoked" if self.token_revoked_at is not None else "active"
 
     def context(self) -> dict[str, str]:
         """The evaluation context attributes the server fills in from the registry."""

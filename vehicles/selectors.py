@@ -6,16 +6,23 @@ two cache levels: this process (``LOCAL_SECONDS``) and the shared cache (Redis i
 production, ``CACHE_SECONDS``); the database only on a miss. Unknown VINs are remembered
 too, for a shorter time, so a flood of random VINs never reaches the database.
 ``vehicles.services`` forgets a vehicle on commit of every change to it.
+
+``vehicle_for_token(vin, token)`` / ``avehicle_for_token`` check a vehicle's credential (the
+websocket's connect): one indexed query by the token's SHA-256, never cached, so a revoked or
+rotated token opens nothing from the moment its change commits, in every process.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.core.cache import cache
 
 from core.http.threads import db
+from vehicles import tokens
 from vehicles.models import Vehicle
 
 CACHE_SECONDS = 300
@@ -90,3 +97,52 @@ def forget(vin: str) -> None:
 
 def forget_local() -> None:
     _local.clear()
+
+
+# -- the vehicle credential ----------------------------------------------------------------
+
+CLOSE_UNAUTHENTICATED = 4401  # no, malformed, unknown, rotated-away or revoked token
+CLOSE_FORBIDDEN = 4403  # a valid token of another vehicle
+
+
+class VehicleRefused(Exception):
+    """The credential does not open this VIN: ``close_code`` for the websocket, ``reason`` for people."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+
+
+def vehicle_for_token(vin: str, token: str) -> Vehicle:
+    """The vehicle ``token`` belongs to, if it is ``vin`` and the token is live; else ``VehicleRefused``.
+
+    A malformed token is refused before hashing or querying; a well-formed one costs one
+    query on the unique ``token_hash`` index. The reasons never echo the token."""
+    if not tokens.well_formed(token):
+        raise VehicleRefused(CLOSE_UNAUTHENTICATED, "missing or malformed vehicle token")
+    token_hash = tokens.hash_token(token)
+    try:
+        vehicle = Vehicle.objects.get(token_hash=token_hash)
+    except Vehicle.DoesNotExist:
+        raise VehicleRefused(CLOSE_UNAUTHENTICATED, "unknown vehicle token") from None
+    # The database matched the hash already; comparing it again in constant time costs
+    # nothing and keeps the decision independent of how the database compares strings.
+    if not hmac.compare_digest(vehicle.token_hash or "", token_hash):
+        raise VehicleRefused(CLOSE_UNAUTHENTICATED, "unknown vehicle token")
+    if vehicle.token_revoked_at is not None:
+        raise VehicleRefused(CLOSE_UNAUTHENTICATED, "this vehicle token was revoked")
+    # A VIN is no secret: a plain comparison. Upper case, as the registry stores it.
+    if not isinstance(vin, str) or vin.upper() != vehicle.vin:
+        raise VehicleRefused(CLOSE_FORBIDDEN, "this token belongs to another vehicle")
+    return vehicle
+
+
+_vehicle_for_token_async = database_sync_to_async(vehicle_for_token)
+
+
+async def avehicle_for_token(vin: str, token: str) -> Vehicle:
+    """As ``vehicle_for_token``, for websocket consumers (in Django's sync thread, connections
+    looked after by channels); raises ``VehicleRefused``."""
+    vehicle: Vehicle = await _vehicle_for_token_async(vin, token)
+    return vehicle

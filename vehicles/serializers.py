@@ -1,14 +1,17 @@
-"""Registered vehicles as the API shows them."""
+"""Registered vehicles as the API shows them, and what registering takes."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
+from core.environments import Environment
 from core.http.api import paginated
+
+TOKEN_STATES = ["active", "revoked", "none"]
 
 
 class VehicleSerializer(serializers.Serializer):
-    """A registered vehicle as the API shows it: never its credential."""
+    """A registered vehicle as the API shows it: whether it has a live token, never the token or its hash."""
 
     vin = serializers.CharField()
     model = serializers.CharField()
@@ -21,8 +24,27 @@ class VehicleSerializer(serializers.Serializer):
     agent_memory_mb = serializers.FloatField(allow_null=True)
     agent_cpu_percent = serializers.FloatField(allow_null=True)
     cache_size_mb = serializers.FloatField(allow_null=True)
+    token_state = serializers.ChoiceField(choices=TOKEN_STATES,
+                                          help_text="active, revoked, or none (registered without a token)")
+    token_issued_at = serializers.DateTimeField(allow_null=True)
+    token_revoked_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+
+class VehicleCredentialSerializer(VehicleSerializer):
+    """The vehicle with its token: answered once, by registration and by rotation."""
+
+    token = serializers.CharField(help_text="The vehicle's token (ffv_…). Shown only in this answer: store it now.")
+
+
+class VehicleRegisterSerializer(serializers.Serializer):
+    vin = serializers.CharField(max_length=64, help_text="17 characters of A-H, J-N, P, R-Z and 0-9 (upper-cased)")
+    model = serializers.CharField(max_length=100)
+    sw_version = serializers.CharField(max_length=64, help_text="A semantic version, like 2.5.0 or 3.0.0-rc.1")
+    region = serializers.CharField(max_length=64)
+    environment = serializers.ChoiceField(choices=Environment.choices, default=Environment.PRODUCTION,
+                                          help_text="Which flags the vehicle receives.")
 
 
 PaginatedVehicleSerializer = paginated(VehicleSerializer, "PaginatedVehicleList")

@@ -9,4 +9,5 @@ from vehicles import api
 urlpatterns = [
     path("vehicles/", api.VehicleListView.as_view(), name="vehicle-list"),
     path("vehicles/<str:vin>/", api.VehicleDetailView.as_view(), name="vehicle-detail"),
+    path("vehicles/<str:vin>/token/", api.VehicleTokenView.as_view(), name="vehicle-token"),
 ]
