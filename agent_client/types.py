@@ -106,3 +106,5 @@ class SnapshotDict(TypedDict):
     version: int
     generated_at: str  # ISO 8601; not part of the ETag
     flags: list[FlagDict]
+    kid: NotRequired[str]  # the signing key's id and the signature (agent_client.signing): present
+    sig: NotRequired[str]  # on every snapshot the server serves, absent on one just built

@@ -5,6 +5,9 @@
 from the cache; services call ``publish(env)`` on commit, so readers never build a
 snapshot from a transaction that may still roll back, and a steady-state ``304`` reads
 only the cached ETag.
+
+A published snapshot is signed (``kid``, ``sig``: SPEC §4 "Signed payloads") once, when it is
+published; every request serves those bytes as they are.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from agent_client.evaluator import Snapshot
+from agent_client.signing import SIG
 from agent_client.types import FlagDict, RuleDict, SnapshotDict
+from core import signing
 from flags.models import Flag, Revision, Rule
 
 SNAPSHOT_FORMAT = 1
@@ -105,10 +110,12 @@ def _body_key(environment: str, etag: str) -> str:
 
 
 def _encode(data: SnapshotDict) -> Document:
-    # generated_at stays out of the ETag: the same flags give the same tag on every server.
-    stable = {k: v for k, v in data.items() if k != "generated_at"}
+    signed = signing.sign(data)
+    # generated_at and sig stay out of the ETag: the same flags signed by the same key give the
+    # same tag on every server. kid is in it: after a rotation vehicles fetch the new signature.
+    stable = {k: v for k, v in signed.items() if k not in ("generated_at", SIG)}
     digest = hashlib.sha256(json.dumps(stable, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
-    body = json.dumps(data, separators=(",", ":")).encode()
+    body = json.dumps(signed, separators=(",", ":")).encode()
     return Document(data["environment"], int(data["version"]), f'"{digest}"', body)
 
 

@@ -272,7 +272,8 @@ class VehicleSyncDoc(_Doc):
         responses={
             (200, "application/json"): OpenApiResponse(
                 description="The environment's published snapshot, as vehicles evaluate it "
-                            "({format, environment, version, generated_at, flags}); strong ETag."),
+                            "({format, environment, version, generated_at, flags, kid, sig}), signed "
+                            "with the active key of signing-keys/ (SPEC §4 \"Signed payloads\"); strong ETag."),
             304: OpenApiResponse(description="Not modified: the caller's ETag is current."),
             **{k: v for k, v in _ERRORS.items() if k in (400, 401, 403, 429)},
             404: OpenApiResponse(ErrorSerializer, description="no registered vehicle with this VIN"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from flags.api import hot, ofrep, views
+from flags.api import hot, ofrep, signing, views
 
 urlpatterns = [
     path("flags/", views.FlagListView.as_view(), name="flag-list"),
@@ -23,6 +23,7 @@ urlpatterns = [
     path("evaluate/", hot.described(hot.evaluate, hot.EvaluateDoc), name="evaluate"),
     path("evaluate/batch/", hot.described(hot.evaluate_batch, hot.EvaluateBatchDoc), name="evaluate-batch"),
     path("vehicles/<str:vin>/sync/", hot.described(hot.vehicle_sync, hot.VehicleSyncDoc), name="vehicle-sync"),
+    path("signing-keys/", signing.SigningKeysView.as_view(), name="signing-keys"),
 ]
 
 ofrep_urlpatterns = [

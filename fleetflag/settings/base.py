@@ -303,3 +303,27 @@ WS_MAX_FRAME_BYTES = int(os.environ.get("WS_MAX_FRAME_BYTES", str(64 * 1024)))
 # More than WS_MALFORMED_LIMIT malformed frames within WS_MALFORMED_WINDOW_SECONDS: close 4400.
 WS_MALFORMED_LIMIT = int(os.environ.get("WS_MALFORMED_LIMIT", "10"))
 WS_MALFORMED_WINDOW_SECONDS = float(os.environ.get("WS_MALFORMED_WINDOW_SECONDS", "60"))
+
+# -- Payload signing keys (core/signing.py, docs/operations.md "Signing keys") ----------------
+# Snapshots and KILL_SWITCH / FLAG_UPDATE frames are signed with Ed25519 (SPEC §4 "Signed
+# payloads"). The private key never goes into the database; it comes from
+#
+#   SIGNING_KEY_FILE         a keyring file (a mounted secret, mode 0600) that
+#                            `manage.py signing_key generate|rotate` writes: one active key,
+#                            older ones listed inactive (public half only); or
+#   SIGNING_KEY              the active private key itself: base64url of its 32 raw bytes
+#   SIGNING_OLD_PUBLIC_KEYS  with SIGNING_KEY: older public keys, comma-separated, listed inactive
+#
+# Without either, a fresh machine (`make run`) generates a development keyring at
+# SIGNING_DEV_KEY_FILE on first use (mode 0600) and logs a warning; `check --deploy` says so,
+# because every server of one fleet must sign with the same keys. Running processes re-read a
+# keyring file when it changes; SIGNING_KEY changes need a restart.
+SIGNING_KEY = os.environ.get("SIGNING_KEY", "")
+SIGNING_KEY_FILE = os.environ.get("SIGNING_KEY_FILE", "")
+SIGNING_OLD_PUBLIC_KEYS = env_list("SIGNING_OLD_PUBLIC_KEYS", "")
+SIGNING_DEV_KEY_FILE = VAR_DIR / "signing-keys.dev.json"
+if SIGNING_KEY and SIGNING_KEY_FILE:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("set SIGNING_KEY or SIGNING_KEY_FILE, not both")
+# -- end of the payload signing keys ----------------------------------------------------------

@@ -1,5 +1,6 @@
 """``agent_client`` runs on the vehicle: no Django, no server app, the standard library and
-one dependency (RE2, for the ``regex`` operator, imported by ``agent_client/regex.py`` only)."""
+two dependencies, each behind one file (RE2 for the ``regex`` operator in ``agent_client/regex.py``,
+cryptography for Ed25519 in ``agent_client/signing.py``)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ SERVER_PACKAGES = ("flags", "audit", "vehicles", "experiments", "accounts", "fle
 # each. Adding one is a decision about what every vehicle must install, to be taken here,
 # in review. re2 (PyPI google-re2): the linear-time engine of the regex operator, kept
 # behind agent_client/regex.py so that nothing else depends on it (the package still
-# imports and evaluates every other rule without it).
-ALLOWED_THIRD_PARTY: dict[str, str] = {"re2": "regex.py"}
+# imports and evaluates every other rule without it). cryptography (PyPI): Ed25519, to verify
+# the signed payloads (SPEC §4), behind agent_client/signing.py.
+ALLOWED_THIRD_PARTY: dict[str, str] = {"re2": "regex.py", "cryptography": "signing.py"}
 
 # Imports every agent_client module in a fresh interpreter (so nothing this test process
 # already loaded, such as Django for the other tests, can hide a leak) and reports what
