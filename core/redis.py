@@ -238,7 +238,7 @@ async def pubsub_listen(url: str, channel: str, on_subscribed: Any, on_message: 
                     on_message(message["data"])
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # Redis went away: resubscribe when it is back
+        except Exception as exc:  # noqa: BLE001 - Redis went away: resubscribe when it is back
             log.warning("push subscription to %s lost (%s); retrying in %.1f s", channel, exc, delay)
         finally:
             try:

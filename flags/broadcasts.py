@@ -11,7 +11,8 @@ The message on the push channel (``core.push``) is an envelope: ``{"kind": "fram
 A failed publish (Redis down) is logged, never undoes the change: every process sweeps its
 sockets' versions against the database and sends what they missed (``catch_up``).
 
-Frames carry the environment's snapshot version (``Revision``): the one number the SYNC, ACK
+Every frame is signed (``core.signing``) once, where it is serialised. Frames carry the
+environment's snapshot version (``Revision``): the one number the SYNC, ACK
 and catch-up compare.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from core import push, transactions
+from core import push, signing, transactions
 from flags import snapshots
 from flags.models import Flag, KillSwitchEvent, Revision, Rule
 
@@ -40,6 +41,11 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def signed(obj: dict[str, Any]) -> str:
+    """The frame's text, signed (``kid``, ``sig``: SPEC §4): once per frame, sent as it is."""
+    return signing.sign_bytes(obj).decode("utf-8")
+
+
 def revision(environment: str) -> int:
     return Revision.objects.filter(environment=environment).values_list("value", flat=True).first() or 0
 
@@ -53,12 +59,12 @@ def revisions(environments: list[str]) -> dict[str, int]:
 
 
 def kill_switch_frame(event: KillSwitchEvent, flag_key: str, sent_at: str | None = None) -> str:
-    return dumps({"type": KILL_SWITCH, "flag_key": flag_key, "reason": event.reason, "version": event.version,
+    return signed({"type": KILL_SWITCH, "flag_key": flag_key, "reason": event.reason, "version": event.version,
                   "sent_at": sent_at or timezone.now().isoformat()})
 
 
 def flag_update_frame(flag: Flag, version: int, rules: list[Rule] | None = None) -> str:
-    return dumps({"type": FLAG_UPDATE, "flag_key": flag.key, "flag": snapshots.flag_to_dict(flag, rules),
+    return signed({"type": FLAG_UPDATE, "flag_key": flag.key, "flag": snapshots.flag_to_dict(flag, rules),
                   "version": version})
 
 
@@ -87,7 +93,7 @@ def sync_frame(environment: str, at_least: int | None = None) -> tuple[int, str]
 
 
 def _sync_text(data: Any) -> tuple[int, str]:
-    return int(data["version"]), dumps({"type": SYNC, "version": data["version"], "environment": data["environment"],
+    return int(data["version"]), signed({"type": SYNC, "version": data["version"], "environment": data["environment"],
                                         "generated_at": data["generated_at"], "flags": data["flags"]})
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -25,8 +25,8 @@ from audit import services as audit
 from core import presence
 from core.actors import Actor
 from core.errors import Conflict, PermissionDenied
-from flags import operations as ops
 from flags import broadcasts, permissions, selectors
+from flags import operations as ops
 from flags.actions import FlagAction
 from flags.codes import FlagCode
 from flags.governance import (
@@ -318,7 +318,7 @@ def kill_switch_acks_record(*, acks: list[tuple[str, str, int, datetime]]) -> No
     registered (it was targeted), once per vehicle (repeats change nothing)."""
     if not acks:
         return
-    since = timezone.now() - timezone.timedelta(days=ACK_WINDOW_DAYS)
+    since = timezone.now() - timedelta(days=ACK_WINDOW_DAYS)
     environments = {environment for _, environment, _, _ in acks}
     events_by_env: dict[str, list[KillSwitchEvent]] = {}
     for event in KillSwitchEvent.objects.filter(environment__in=environments, engaged_at__gte=since).only(

@@ -146,7 +146,7 @@ class VehicleSocket:
         await send({"type": "websocket.accept"})
         hub = Hub.get()
         connection = Connection(vin=vehicle.vin, environment=vehicle.environment, send=send,
-                                token_hash=vehicle.token_hash)
+                                token_hash=vehicle.token_hash or "")
         older = hub.add(connection)
         if older is not None:
             await older.close(CLOSE_REPLACED)

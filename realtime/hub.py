@@ -13,6 +13,8 @@ One ``Hub`` per server process (per event loop), started by the first vehicle so
   versions are read from the database once; a socket that was sent (or acknowledged) less
   gets the missed kill switches and a fresh SYNC. That delivers what a lost publish (Redis
   down, a resubscribe) did not, also while Redis is still down.
+- the sweep also closes (4401) every socket whose token was revoked or rotated since it
+  connected: within ``PUSH_SWEEP_SECONDS`` of the revocation.
 - ``flush``: presence (``realtime.presence``), acknowledgements and sent counts, in batches
   from a worker thread: nothing of it is written per frame.
 """
@@ -37,8 +39,10 @@ from core import push
 from flags import broadcasts
 from flags import services as flag_services
 from realtime import presence
+from vehicles.models import Vehicle
 
 log = logging.getLogger("fleetflag.realtime")
+CLOSE_REVOKED = 4401
 _ids = itertools.count(1)
 
 
@@ -166,7 +170,7 @@ class Hub:
             raw = await self.inbox.get()
             try:
                 await self._deliver(json.loads(raw))
-            except Exception:  # noqa: BLE001 - one bad message must not stop the fan-out
+            except Exception:
                 log.exception("push message not delivered")
 
     async def _deliver(self, envelope: dict[str, Any]) -> None:
@@ -197,6 +201,7 @@ class Hub:
         environments = sorted(environment for environment, sockets in self.sockets.items() if sockets)
         if not environments:
             return
+        await self.close_revoked()
         current = await in_thread(broadcasts.revisions)(environments)
         prepared: dict[tuple[str, int], tuple[int, list[tuple[int | None, str]]]] = {}
         for environment in environments:
@@ -208,6 +213,14 @@ class Hub:
                 if key not in prepared:  # the frames of one (environment, version) are made once
                     prepared[key] = await in_thread(_frames_for)(environment, since, current[environment])
                 await self._send_frames(connection, *prepared[key])
+
+    async def close_revoked(self) -> None:
+        """Close the sockets whose token was revoked or rotated since they connected (4401)."""
+        connections = [c for c in self.by_vin.values() if not c.closed]
+        live = await in_thread(_live_token_hashes)([c.vin for c in connections])
+        for connection in connections:
+            if live.get(connection.vin) != connection.token_hash:
+                await connection.close(CLOSE_REVOKED)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -244,8 +257,18 @@ class Hub:
             await asyncio.sleep(interval)
             try:
                 await self.flush()
-            except Exception:  # noqa: BLE001 - never stop flushing
+            except Exception:
                 log.exception("flush failed")
+
+
+def _live_token_hashes(vins: list[str]) -> dict[str, str]:
+    """VIN -> token hash, for the VINs whose token is live (not revoked)."""
+    found: dict[str, str] = {}
+    for start in range(0, len(vins), 2000):
+        rows = Vehicle.objects.filter(vin__in=vins[start:start + 2000], token_revoked_at__isnull=True).values_list(
+            "vin", "token_hash")
+        found.update((vin, token_hash) for vin, token_hash in rows if token_hash)
+    return found
 
 
 def _write_delivery(acks: list[tuple[str, str, int, Any]], sent: dict[int, int]) -> None:

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "flags",
     "vehicles",
     "experiments",
+    "realtime",
 ]
 
 MIDDLEWARE = [
