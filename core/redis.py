@@ -45,6 +45,63 @@ class SharedPoolRedisCacheClient(RedisCacheClient):
         return pool
 
 
+    # Redis unreachable: the cache degrades to a cache that holds nothing, so that every reader
+    # falls back to the database and no request fails for it (a kill switch engaged during a
+    # Redis outage is committed and answered). Logged at most every 10 s.
+
+    def get(self, key: Any, default: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).get(key, default), default)
+
+    def get_many(self, keys: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).get_many(keys), {})
+
+    def has_key(self, key: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).has_key(key), False)
+
+    def add(self, key: Any, value: Any, timeout: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).add(key, value, timeout), False)
+
+    def set(self, key: Any, value: Any, timeout: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).set(key, value, timeout), None)
+
+    def set_many(self, data: Any, timeout: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).set_many(data, timeout), None)
+
+    def touch(self, key: Any, timeout: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).touch(key, timeout), False)
+
+    def delete(self, key: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).delete(key), False)
+
+    def delete_many(self, keys: Any) -> Any:
+        return _tolerant(lambda: super(SharedPoolRedisCacheClient, self).delete_many(keys), None)
+
+
+_last_outage_log = 0.0
+
+
+def _outage(exc: Exception) -> None:
+    import logging
+    import time
+
+    global _last_outage_log
+    now = time.monotonic()
+    if now - _last_outage_log > 10:
+        _last_outage_log = now
+        logging.getLogger("fleetflag.redis").warning("Redis unreachable (%s): serving without the shared cache", exc)
+
+
+def _tolerant(call: Any, fallback: Any) -> Any:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        return call()
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _outage(exc)
+        return fallback
+
+
 class SharedPoolRedisCache(RedisCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(server, params)
@@ -69,8 +126,9 @@ def incr_window(key: str, delta: int, ttl: int) -> int:
         pipe = client.pipeline(transaction=False)
         pipe.incrby(full, delta)
         pipe.expire(full, ttl, nx=True)
-        count, _ = pipe.execute()
-        return int(count)
+        # Redis down: the window counts only this call (limits fail open while Redis is away).
+        result = _tolerant(pipe.execute, None)
+        return delta if result is None else int(result[0])
     local = caches["default"]
     local.add(key, 0, timeout=ttl)
     try:
@@ -93,7 +151,7 @@ def hash_add(batch: dict[str, dict[str, float]]) -> None:
             full = backend.make_and_validate_key(name)
             for field_name, value in fields.items():
                 pipe.hincrbyfloat(full, field_name, value)
-        pipe.execute()
+        _tolerant(pipe.execute, None)  # Redis down: these counts are lost, the request is not
         return
     local = caches["default"]
     with _hash_lock:
@@ -108,7 +166,7 @@ def hash_read(name: str) -> dict[str, float]:
     found = _redis()
     if found is not None:
         backend, client = found
-        raw: dict[Any, Any] = client.hgetall(backend.make_and_validate_key(name))
+        raw: dict[Any, Any] = _tolerant(lambda: client.hgetall(backend.make_and_validate_key(name)), {})
         return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
     return dict(caches["default"].get(name) or {})
 

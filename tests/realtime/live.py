@@ -250,11 +250,14 @@ class RedisServer:
 
 
 def redis_cluster(tmp: Path, database: dict[str, Any]) -> Iterator[Fleet]:
-    """Two daphne processes on the given PostgreSQL database, behind a Redis of the test's own."""
+    """Two daphne processes on the given PostgreSQL database, behind a Redis of the test's own.
+    Their periodic sweep is slow (30 s) so that what arrives within a test came by the push
+    channel or by the catch-up that follows a resubscription."""
     redis = RedisServer(free_port(), tmp)
     redis.start()
     auth = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
     env = base_env(tmp)
+    env["PUSH_SWEEP_SECONDS"] = "30"
     env.update(DATABASE_URL=f"postgres://{auth}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/"
                             f"{database['NAME']}", REDIS_URL=redis.url)
     try:
