@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from core.environments import Environment
@@ -38,11 +40,20 @@ class VehicleCredentialSerializer(VehicleSerializer):
     token = serializers.CharField(help_text="The vehicle's token (ffv_…). Shown only in this answer: store it now.")
 
 
+class TextField(serializers.CharField):
+    """Text only: DRF's CharField would take the number 2.9 as the version "2.9"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class VehicleRegisterSerializer(serializers.Serializer):
-    vin = serializers.CharField(max_length=64, help_text="17 characters of A-H, J-N, P, R-Z and 0-9 (upper-cased)")
-    model = serializers.CharField(max_length=100)
-    sw_version = serializers.CharField(max_length=64, help_text="A semantic version, like 2.5.0 or 3.0.0-rc.1")
-    region = serializers.CharField(max_length=64)
+    vin = TextField(max_length=64, help_text="17 characters of A-H, J-N, P, R-Z and 0-9 (upper-cased)")
+    model = TextField(max_length=100)
+    sw_version = TextField(max_length=64, help_text="A semantic version, like 2.5.0 or 3.0.0-rc.1")
+    region = TextField(max_length=64)
     environment = serializers.ChoiceField(choices=Environment.choices, default=Environment.PRODUCTION,
                                           help_text="Which flags the vehicle receives.")
 

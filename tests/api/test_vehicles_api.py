@@ -1,4 +1,4 @@
-"""Reading the vehicle registry over the API (registration arrives with the vehicle issue)."""
+"""Reading the vehicle registry over the API (registering and tokens: tests/vehicles/test_api.py)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def test_vehicle_detail__unknown__404_json_error(read_api: Api) -> None:
     assert error(response)["code"] == "not_found"
 
 
-def test_vehicles__no_key__401_and_post_not_offered(admin_api: Api) -> None:
+def test_vehicles__no_key__401_and_incomplete_registration_400(admin_api: Api) -> None:
     assert Api(None).get("/api/v1/vehicles/").status_code == 401
     response = admin_api.post("/api/v1/vehicles/", {"vin": "KMHAAAAAAAA000010"})
-    assert response.status_code == 405
+    assert response.status_code == 400
+    assert set(error(response)["fields"]) == {"model", "sw_version", "region"}
     assert not Vehicle.objects.exists()
