@@ -269,8 +269,10 @@ def _parse(data: Any, source: str) -> Keyring:
         if any(other.kid == kid for other in (*active, *older)):
             raise bad(f"key {kid} is listed twice")
         if key.active:
+            if not isinstance(entry.get("private_key"), str):
+                raise bad(f"key {kid} is active but has no private_key")
             try:
-                raw = b64decode(entry.get("private_key", ""))
+                raw = b64decode(entry["private_key"])
                 candidate = Ed25519PrivateKey.from_private_bytes(raw)
             except ValueError as exc:
                 raise bad(f"key {kid}: private_key: {exc}") from None
