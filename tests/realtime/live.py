@@ -258,11 +258,12 @@ def redis_cluster(tmp: Path, database: dict[str, Any]) -> Iterator[Fleet]:
     auth = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
     env = base_env(tmp)
     env["PUSH_SWEEP_SECONDS"] = "30"
+    env["PRESENCE_TIMEOUT_SECONDS"] = "3"  # a killed process's vehicles go offline within seconds
     env.update(DATABASE_URL=f"postgres://{auth}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/"
                             f"{database['NAME']}", REDIS_URL=redis.url)
     try:
         with ExitStack() as stack:
             servers = [start_daphne(env, tmp / f"daphne-{i}.log", stack) for i in (1, 2)]
-            yield Fleet(servers, redis=redis)
+            yield Fleet(servers, redis=redis, extra={"env": env, "tmp": tmp, "stack": stack})
     finally:
         redis.stop()

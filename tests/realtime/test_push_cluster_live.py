@@ -128,3 +128,34 @@ def test_redis_outage__kill_switch_committed_answered_and_delivered(fleet: Fleet
             await ws.close()
 
     asyncio.run(scenario())
+
+
+def test_killed_server_process__its_vehicles_offline_after_the_timeout_and_reconnect_elsewhere(fleet: Fleet) -> None:
+    import os
+    import signal
+
+    from tests.realtime.live import start_daphne
+
+    # Given a third server process holding a vehicle
+    vin, token = fleet.register()
+    doomed = start_daphne(fleet.extra["env"], fleet.extra["tmp"] / "daphne-doomed.log", fleet.extra["stack"])
+    fleet.servers.append(doomed)
+    try:
+        async def scenario() -> None:
+            ws = await vehicle(fleet, vin, token, server=2)
+            await frame_of(ws, "SYNC")
+            await asyncio.to_thread(fleet.wait_for, lambda: status_of(fleet, vin) == "online", 10, "online")
+            # When that process is killed outright (no clean-up of its own)
+            os.kill(doomed.proc.pid, signal.SIGKILL)
+            doomed.proc.wait(10)
+            # Then another process takes the vehicle offline once nobody refreshed it (3 s here)
+            await asyncio.to_thread(fleet.wait_for, lambda: status_of(fleet, vin) == "offline", 15, "offline")
+            # And the vehicle reconnects to a live process and is online again, with a SYNC
+            again = await vehicle(fleet, vin, token, server=0)
+            await frame_of(again, "SYNC")
+            await asyncio.to_thread(fleet.wait_for, lambda: status_of(fleet, vin) == "online", 10, "online again")
+            await again.close()
+
+        asyncio.run(scenario())
+    finally:
+        fleet.servers.remove(doomed)
