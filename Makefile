@@ -29,7 +29,8 @@ demo: migrate
 run: demo
 	$(PY) manage.py collectstatic --noinput -v0
 	@echo "FleetFlag admin: http://$(HOST):$(PORT)/admin/   (API docs: http://$(HOST):$(PORT)/api/docs/)"
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) fleetflag.asgi:application
+	@# Listen backlog 4096: daphne's default of 50 overflows when a fleet reconnects at once (docs/realtime.md).
+	$(VENV)/bin/daphne -e tcp:port=$(PORT):backlog=4096:interface=$(HOST) fleetflag.asgi:application
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
@@ -38,7 +39,7 @@ lint: $(DEV_STAMP)
 
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy --strict agent_client
-	$(VENV)/bin/mypy core flags audit accounts vehicles experiments fleetflag
+	$(VENV)/bin/mypy core flags audit accounts vehicles experiments realtime fleetflag
 
 pytest: $(DEV_STAMP)
 	FLEETFLAG_SETTINGS=test $(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -16,6 +16,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db.models import Count
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -23,16 +24,26 @@ from audit import services as audit
 from audit.models import AuditAnchor, AuditEntry, ChainHead
 from flags import actions, diff, selectors, snapshots
 from flags.actions import FlagAction
-from flags.models import ChangeRequest, Flag, Rule, SafetyLevel
+from flags.models import ChangeRequest, Flag, KillSwitchEvent, Rule, SafetyLevel
 from flags.operations import flag_fields
 
 REPORT_FORMAT = "fleetflag.safety-evidence/1"
 _VALUE_LIMIT = 160
 
 KILL_SWITCH_DELIVERY_NOTE = (
-    "Delivery tracking (which targeted vehicles received and acknowledged a kill switch) arrives with the "
-    "vehicle websocket. Vehicles are not connected yet, so this report states no delivery figures."
+    "Per engagement: the vehicles registered in the flag's environment and those online at that moment "
+    "(targeted), the KILL_SWITCH frames the servers wrote to vehicle sockets (re-sends on catch-up included), "
+    "and the vehicles that acknowledged the kill switch's version or a later one (each vehicle once)."
 )
+
+
+def _deliveries(flag: Flag) -> list[dict[str, Any]]:
+    events = (KillSwitchEvent.objects.filter(flag=flag).annotate(acked=Count("acks"))
+              .order_by("engaged_at", "id"))
+    return [{"event_id": event.pk, "version": event.version, "environment": event.environment,
+             "engaged_at": _iso(event.engaged_at), "engaged_by": event.engaged_by, "reason": event.reason,
+             "targeted_vehicles": event.targeted_all, "targeted_online": event.targeted_online, "sent": event.sent,
+             "pushed": event.pushed, "acknowledged": event.acked} for event in events]
 
 
 
@@ -239,7 +250,7 @@ def build_report(flag: Flag) -> dict[str, Any]:
         "changes": [_change(entry) for entry in entries],
         "change_requests": [_change_request(request, seqs_by_request.get(request.pk, [])) for request in requests],
         "kill_switches": {"engaged": killed, "events": kill_events},
-        "kill_switch_delivery": {"tracked": False, "note": KILL_SWITCH_DELIVERY_NOTE},
+        "kill_switch_delivery": {"tracked": True, "note": KILL_SWITCH_DELIVERY_NOTE, "events": _deliveries(flag)},
         "integrity": _integrity(entries),
     }
     report["summary"] = {

@@ -235,3 +235,51 @@ class ChangeRequest(models.Model):
 def content_hash(**fields: Any) -> str:
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class KillSwitchEvent(models.Model):
+    """One engagement of a kill switch and the proof of its delivery.
+
+    Made in the transaction of the engage (``flags.services.kill_switch_engage``). ``version``
+    is the environment's snapshot version (``Revision``) the engage produced: a vehicle that
+    acknowledges that version or a later one has applied it. ``targeted_all`` counts the
+    environment's registered vehicles and ``targeted_online`` those online at that moment;
+    ``sent`` counts the KILL_SWITCH frames server processes wrote to sockets (re-sends on
+    catch-up included); acknowledgements are one row per vehicle (``KillSwitchAck``).
+    """
+
+    flag = models.ForeignKey(Flag, on_delete=models.PROTECT, related_name="kill_switch_events")
+    rule = models.ForeignKey(Rule, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    version = models.PositiveBigIntegerField(help_text="The environment's snapshot version after the engage.")
+    reason = models.TextField()
+    engaged_at = models.DateTimeField(default=timezone.now)
+    engaged_by = models.CharField(max_length=200, help_text="The actor's label, as audited.")
+    targeted_all = models.PositiveIntegerField(help_text="Registered vehicles of the environment at the engage.")
+    targeted_online = models.PositiveIntegerField(null=True, blank=True,
+                                                  help_text="Of those, online at the engage (null: unknown).")
+    sent = models.PositiveIntegerField(default=0, help_text="KILL_SWITCH frames written to vehicle sockets.")
+    pushed = models.BooleanField(default=False, help_text="The push channel took the frame after commit.")
+
+    class Meta:
+        ordering = ("-engaged_at", "-id")
+        indexes = [models.Index(fields=["environment", "version"], name="kill_event_env_version")]
+
+    def __str__(self) -> str:
+        return f"kill switch of {self.flag_id} at version {self.version}"
+
+
+class KillSwitchAck(models.Model):
+    """A vehicle acknowledged a version at or past the kill switch's (once per vehicle)."""
+
+    event = models.ForeignKey(KillSwitchEvent, on_delete=models.CASCADE, related_name="acks")
+    vehicle = models.ForeignKey("vehicles.Vehicle", on_delete=models.CASCADE, related_name="+", db_constraint=True)
+    version = models.PositiveBigIntegerField(help_text="The version the vehicle acknowledged.")
+    acked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("acked_at", "vehicle_id")
+        constraints = [models.UniqueConstraint(fields=["event", "vehicle"], name="kill_ack_once_per_vehicle")]
+
+    def __str__(self) -> str:
+        return f"{self.vehicle_id} acked event {self.event_id}"

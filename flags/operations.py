@@ -24,7 +24,7 @@ from audit import services as audit
 from core import transactions
 from core.actors import Actor
 from core.errors import Conflict, NotFound, ServiceError
-from flags import permissions, selectors, snapshots
+from flags import broadcasts, permissions, selectors, snapshots
 from flags.actions import FlagAction
 from flags.codes import FlagCode
 from flags.models import ChangeRequest, Flag, Revision, Rule, RuleType, SafetyLevel
@@ -47,6 +47,7 @@ class Outcome:
     change_request: ChangeRequest | None = None
     rule: Rule | None = None
     audit_actions: list[str] = field(default_factory=list)
+    kill_switch_event: Any = None  # flags.models.KillSwitchEvent made by an engage
 
     @property
     def applied(self) -> bool:
@@ -328,6 +329,8 @@ def apply(
             change_request_id=change_request_id,
         )
     publish_on_commit(old_environment, flag.environment)
+    if operation != ENGAGE_KILL_SWITCH:  # the engage door pushes its KILL_SWITCH frame with its event
+        broadcasts.flag_update_on_commit(flag, old_environment, flag.environment)
     return flag, effects
 
 

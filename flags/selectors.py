@@ -17,7 +17,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from core.errors import NotFound
 from flags.actions import FlagAction
-from flags.models import ChangeRequest, Environment, Flag, Rule, RuleType
+from flags.models import ChangeRequest, Environment, Flag, KillSwitchAck, KillSwitchEvent, Rule, RuleType
 from vehicles import selectors as vehicles
 from vehicles.models import Vehicle
 
@@ -66,11 +66,36 @@ def is_killed(rules: Iterable[Rule | Mapping[str, Any]]) -> bool:
     return False
 
 
-ACK_NOTE = "Acknowledgements arrive with the vehicle websocket; until then they are not counted (null)."
+ACK_PAGE_LIMIT = 1000
 
 
-def kill_switch_state(flag: Flag) -> dict[str, Any]:
-    """Engaged or not, why, since when and by whom, and the delivery figures."""
+def last_kill_switch_event(flag: Flag) -> KillSwitchEvent | None:
+    return KillSwitchEvent.objects.filter(flag=flag).order_by("-engaged_at", "-id").first()
+
+
+def kill_switch_delivery(event: KillSwitchEvent | None, *, ack_offset: int = 0, ack_limit: int = 100,
+                         environment: str = "") -> dict[str, Any]:
+    """The delivery proof of one kill-switch event: targeted (all, online at the engage), frames
+    sent by the server processes, acknowledgements (count, and a page of them per vehicle)."""
+    if event is None:
+        return {"event_id": None, "version": None, "environment": environment, "engaged_at": None, "reason": None,
+                "targeted_vehicles": Vehicle.objects.filter(environment=environment).count(),
+                "targeted_online": None, "sent": 0, "pushed": False, "acknowledged": 0,
+                "acks": {"count": 0, "offset": 0, "limit": ack_limit, "results": []}}
+    acks = KillSwitchAck.objects.filter(event=event).order_by("acked_at", "vehicle_id")
+    count = acks.count()
+    limit = max(1, min(int(ack_limit), ACK_PAGE_LIMIT))
+    offset = max(0, int(ack_offset))
+    page = [{"vin": vin, "acked_at": at, "version": version}
+            for vin, at, version in acks.values_list("vehicle_id", "acked_at", "version")[offset:offset + limit]]
+    return {"event_id": event.pk, "version": event.version, "environment": event.environment,
+            "engaged_at": event.engaged_at, "reason": event.reason, "targeted_vehicles": event.targeted_all,
+            "targeted_online": event.targeted_online, "sent": event.sent, "pushed": event.pushed,
+            "acknowledged": count, "acks": {"count": count, "offset": offset, "limit": limit, "results": page}}
+
+
+def kill_switch_state(flag: Flag, *, ack_offset: int = 0, ack_limit: int = 100) -> dict[str, Any]:
+    """Engaged or not, why, since when and by whom, and the delivery of the last engagement."""
     rule = engaged_kill_switches(flag).first()
     engaged_at = engaged_by = None
     if rule is not None:
@@ -86,11 +111,8 @@ def kill_switch_state(flag: Flag) -> dict[str, Any]:
         "engaged_at": engaged_at,
         "engaged_by": engaged_by,
         "flag_version": flag.version,
-        "delivery": {
-            "targeted_vehicles": Vehicle.objects.filter(environment=flag.environment).count(),
-            "acknowledged": None,
-            "note": ACK_NOTE,
-        },
+        "delivery": kill_switch_delivery(last_kill_switch_event(flag), ack_offset=ack_offset, ack_limit=ack_limit,
+                                         environment=flag.environment),
     }
 
 

@@ -9,19 +9,24 @@ a change request that a second person (SAFETY) must approve (``flags.governance`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from accounts.services import actor_check_current
 from audit import services as audit
+from core import presence
 from core.actors import Actor
 from core.errors import Conflict, PermissionDenied
+from flags import broadcasts, permissions, selectors
 from flags import operations as ops
-from flags import permissions, selectors
 from flags.actions import FlagAction
 from flags.codes import FlagCode
 from flags.governance import (
@@ -31,7 +36,7 @@ from flags.governance import (
     is_requester,
     propose,
 )
-from flags.models import Flag, SafetyLevel
+from flags.models import Flag, KillSwitchAck, KillSwitchEvent, SafetyLevel
 from flags.operations import (
     EDITABLE_FIELDS,
     IMMUTABLE_FIELDS,
@@ -43,12 +48,15 @@ from flags.operations import (
     flag_state,
     needs_approval,
 )
+from vehicles.models import Vehicle
+
+log = logging.getLogger("fleetflag.push")
 
 __all__ = [
     "EDITABLE_FIELDS", "IMMUTABLE_FIELDS", "RULE_FIELDS", "Outcome", "Step", "StepsRefused",
     "change_request_approve", "change_request_reject", "change_request_withdraw", "flag_archive", "flag_change",
     "flag_create", "flag_fields", "flag_set_enabled", "flag_state", "flag_update", "is_requester",
-    "kill_switch_engage", "kill_switch_lift", "needs_approval", "rule_create", "rule_create_step", "rule_delete",
+    "kill_switch_acks_record", "kill_switch_engage", "kill_switch_lift", "kill_switch_sent_record", "needs_approval", "rule_create", "rule_create_step", "rule_delete",
     "rule_delete_step", "rule_update", "rule_update_step", "update_step",
 ]
 
@@ -138,6 +146,7 @@ def flag_create(
         audit.record(actor=actor, action=FlagAction.CREATE_FLAG, flag=flag, object_type="flag", object_id=flag.pk,
                      after=flag_fields(flag))
         ops.publish_on_commit(environment)
+        broadcasts.flag_update_on_commit(flag, environment)
     return flag
 
 
@@ -266,10 +275,62 @@ def kill_switch_engage(*, actor: Actor, flag: Flag | int | str, reason: str) -> 
         if engaged is not None:
             return Outcome(locked, rule=engaged)  # already killed: nothing to do, nothing to audit
         applied, effects = ops.apply(locked, ops.ENGAGE_KILL_SWITCH, {"reason": reason.strip()}, actor)
-        return Outcome(applied, rule=ops.rule_of(effects), audit_actions=[e.action for e in effects])
+        rule = ops.rule_of(effects)
+        event = KillSwitchEvent.objects.create(
+            flag=applied, rule=rule, environment=applied.environment,
+            version=broadcasts.revision(applied.environment), reason=reason.strip(), engaged_at=timezone.now(),
+            engaged_by=actor.label, targeted_all=Vehicle.objects.filter(environment=applied.environment).count(),
+            targeted_online=_online_now(applied.environment))
+        broadcasts.kill_switch_on_commit(event)
+        return Outcome(applied, rule=rule, audit_actions=[e.action for e in effects], kill_switch_event=event)
+
+
+def _online_now(environment: str) -> int | None:
+    try:
+        return presence.online_count(environment)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the engage goes on, the figure is unknown
+        log.warning("online vehicles of %s unknown at the engage (%s)", environment, exc)
+        return None
 
 
 def kill_switch_lift(*, actor: Actor, flag: Flag | int | str, rationale: str = "") -> Outcome:
     """Away from the safe state: on an ASIL-D flag this becomes a change request."""
     return _execute(actor=actor, flag=flag, operation=Op.LIFT_KILL_SWITCH, payload={}, rationale=rationale)
 
+
+
+# -- kill-switch delivery: written in batches by the vehicle sockets (realtime) ------------------
+
+# An ACK counts for the kill switches of the vehicle's environment engaged this long ago at most.
+ACK_WINDOW_DAYS = 30
+
+
+def kill_switch_sent_record(*, sent: dict[int, int]) -> None:
+    """Add the frames each server process wrote: ``sent`` maps event id -> frames written."""
+    for event_id, count in sent.items():
+        if count:
+            KillSwitchEvent.objects.filter(pk=event_id).update(sent=F("sent") + count)
+
+
+def kill_switch_acks_record(*, acks: list[tuple[str, str, int, datetime]]) -> None:
+    """Record ``(vin, environment, version, acked_at)`` acknowledgements: each acknowledges every
+    kill switch of its environment at or below that version, engaged after the vehicle was
+    registered (it was targeted), once per vehicle (repeats change nothing)."""
+    if not acks:
+        return
+    since = timezone.now() - timedelta(days=ACK_WINDOW_DAYS)
+    environments = {environment for _, environment, _, _ in acks}
+    events_by_env: dict[str, list[KillSwitchEvent]] = {}
+    for event in KillSwitchEvent.objects.filter(environment__in=environments, engaged_at__gte=since).only(
+            "id", "environment", "version", "engaged_at"):
+        events_by_env.setdefault(event.environment, []).append(event)
+    registered = dict(Vehicle.objects.filter(vin__in={vin for vin, _, _, _ in acks}).values_list("vin", "created_at"))
+    rows: dict[tuple[int, str], KillSwitchAck] = {}
+    for vin, environment, version, acked_at in sorted(acks, key=lambda ack: ack[3]):
+        created = registered.get(vin)
+        if created is None:
+            continue
+        for event in events_by_env.get(environment, []):
+            if event.version <= version and event.engaged_at >= created and (event.pk, vin) not in rows:
+                rows[(event.pk, vin)] = KillSwitchAck(event=event, vehicle_id=vin, version=version, acked_at=acked_at)
+    KillSwitchAck.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=1000)

@@ -1,5 +1,6 @@
-"""Websocket routes. The vehicle channel (``/ws/vehicles/{vin}/``) arrives with the kill-switch issue."""
+"""Websocket routes: the vehicle channel ``/ws/vehicles/{vin}/`` (``realtime``); every other
+path is refused with a denied handshake."""
 
-from typing import Any
+from realtime.routing import websocket_urlpatterns
 
-websocket_urlpatterns: list[Any] = []
+__all__ = ["websocket_urlpatterns"]

@@ -502,6 +502,9 @@ class FlagAdmin(_FlagAdminBase):
             "ff_asil_d": obj.is_asil_d,
             "ff_archived": obj.archived_at is not None,
             "ff_killed": selectors.engaged_kill_switches(obj).first(),
+            "ff_delivery": selectors.kill_switch_delivery(selectors.last_kill_switch_event(obj), ack_limit=1,
+                                                          environment=obj.environment),
+            "ff_delivery_url": reverse("admin:flags_flag_delivery", args=[obj.pk]),
             "ff_pending": pending,
             "ff_evaluate_url": reverse("admin:flags_flag_evaluate", args=[obj.pk]),
             "ff_evidence_url": reverse("admin:flags_flag_evidence", args=[obj.pk]),
@@ -519,6 +522,7 @@ class FlagAdmin(_FlagAdminBase):
             path("<path:object_id>/evaluate/", view(self.evaluate_view), name="flags_flag_evaluate"),
             path("<path:object_id>/evidence/", view(self.evidence_view), name="flags_flag_evidence"),
             path("<path:object_id>/kill-switch/", view(self.kill_switch_view), name="flags_flag_kill_switch"),
+            path("<path:object_id>/kill-switch/delivery/", view(self.delivery_view), name="flags_flag_delivery"),
         ]
         return extra + super().get_urls()
 
@@ -569,6 +573,14 @@ class FlagAdmin(_FlagAdminBase):
             response["Content-Disposition"] = f'inline; filename="evidence-{flag.key}.json"'
             return response
         return HttpResponse(evidence.render_html(report), content_type="text/html; charset=utf-8")
+
+    def delivery_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The last kill switch's delivery as JSON, which the flag page polls to count live."""
+        flag = self._viewable(request, object_id)
+        delivery = selectors.kill_switch_delivery(selectors.last_kill_switch_event(flag), ack_limit=1,
+                                                  environment=flag.environment)
+        delivery.pop("acks")
+        return JsonResponse(delivery, encoder=DjangoJSONEncoder)
 
     def kill_switch_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         flag = self._viewable(request, object_id)
@@ -729,10 +741,26 @@ def _engage(model_admin: FlagAdmin, request: HttpRequest, flag: Flag, reason: st
         model_admin.message_user(request, f"{flag.key}: refused - {exc.message}", messages.ERROR)
     else:
         if outcome.audit_actions:
-            model_admin.message_user(request, f"{flag.key}: kill switch engaged (version {outcome.flag.version}); "
-                                              "vehicles are being told now.", messages.SUCCESS)
+            model_admin.message_user(request, engaged_message(flag.key, outcome), messages.SUCCESS)
         else:
             model_admin.message_user(request, f"{flag.key}: the kill switch was engaged already.", messages.INFO)
+
+
+def engaged_message(key: str, outcome: services.Outcome) -> str:
+    """What is true right after the engage: committed, and to how many vehicles the push went."""
+    event = outcome.kill_switch_event
+    text = f"{key}: kill switch engaged (version {outcome.flag.version})."
+    if event is None:
+        return text
+    event.refresh_from_db(fields=["pushed", "sent"])
+    online = "an unknown number of" if event.targeted_online is None else str(event.targeted_online)
+    if event.pushed:
+        text += (f" The KILL_SWITCH frame was pushed to the {online} vehicles online of {event.targeted_all} "
+                 f"registered in {event.environment}; the flag page counts frames sent and acknowledgements.")
+    else:
+        text += (f" The push channel is unavailable: the {online} vehicles online of {event.targeted_all} in "
+                 f"{event.environment} get it from the servers' next sweep or their next sync; nothing was sent yet.")
+    return text
 
 
 def _is_postgres(alias: str) -> bool:

@@ -122,10 +122,32 @@ class KillSwitchEngageSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000, help_text="Why the flag is killed (shown to operators).")
 
 
+class KillSwitchAckSerializer(serializers.Serializer):
+    vin = serializers.CharField()
+    acked_at = serializers.DateTimeField()
+    version = serializers.IntegerField(help_text="The snapshot version the vehicle acknowledged (at or past the event's).")
+
+
+class KillSwitchAckPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    results = KillSwitchAckSerializer(many=True)
+
+
 class DeliverySerializer(serializers.Serializer):
-    targeted_vehicles = serializers.IntegerField(help_text="Registered vehicles in the flag's environment.")
-    acknowledged = serializers.IntegerField(allow_null=True, help_text="Vehicles that acknowledged (null: unknown).")
-    note = serializers.CharField()
+    event_id = serializers.IntegerField(allow_null=True, help_text="The last kill-switch event of the flag (null: none).")
+    version = serializers.IntegerField(allow_null=True, help_text="The environment's snapshot version it produced.")
+    environment = serializers.CharField()
+    engaged_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+    targeted_vehicles = serializers.IntegerField(help_text="Registered vehicles in the flag's environment at the engage.")
+    targeted_online = serializers.IntegerField(allow_null=True, help_text="Of those, online at the engage (null: unknown).")
+    sent = serializers.IntegerField(help_text="KILL_SWITCH frames the server processes wrote to vehicle sockets.")
+    pushed = serializers.BooleanField(help_text="The push channel took the frame after commit (false: delivered by "
+                                                "the servers' sweep and the vehicles' next sync).")
+    acknowledged = serializers.IntegerField(help_text="Vehicles that acknowledged this version or a later one.")
+    acks = KillSwitchAckPageSerializer(help_text="Per vehicle, oldest first: ?ack_offset=&ack_limit= (at most 1000).")
 
 
 class KillSwitchStateSerializer(serializers.Serializer):

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from accounts.codes import KeyCode
 from core.actors import ROLE_ADMIN, ROLE_WRITE, Actor
 from core.errors import NotFound
-from core.http.api import bool_param, choice_param, error_responses, page
+from core.http.api import bool_param, choice_param, error_responses, invalid, page
 from flags import selectors, services
 from flags.api import serializers as s
 from flags.codes import FlagCode
@@ -204,11 +204,26 @@ class RuleDetailView(APIView):
 # -- kill switch ------------------------------------------------------------------------------------
 
 
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 9:
+        raise invalid(name, "a non-negative integer")
+    return int(raw)
+
+
 class KillSwitchView(APIView):
     @extend_schema(operation_id="kill_switch_state",
-                   responses={200: s.KillSwitchStateSerializer, **_errors(*READ_ERRORS)})
+                   parameters=[OpenApiParameter("ack_offset", int, description="first acknowledgement listed (0)"),
+                               OpenApiParameter("ack_limit", int, description="acknowledgements listed (100, at most 1000)")],
+                   responses={200: s.KillSwitchStateSerializer, **_errors(400, *READ_ERRORS)},
+                   description="The kill switch and the delivery of its last engagement: targeted vehicles (all, "
+                               "online), frames sent, acknowledgements with their times per vehicle.")
     def get(self, request: Request, key: str) -> Response:
-        return Response(s.KillSwitchStateSerializer(selectors.kill_switch_state(selectors.get_flag(key))).data)
+        offset, limit = _int_param(request, "ack_offset", 0), _int_param(request, "ack_limit", 100)
+        state = selectors.kill_switch_state(selectors.get_flag(key), ack_offset=offset, ack_limit=limit)
+        return Response(s.KillSwitchStateSerializer(state).data)
 
     @extend_schema(
         operation_id="kill_switch_engage", request=s.KillSwitchEngageSerializer,

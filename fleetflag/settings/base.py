@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "flags",
     "vehicles",
     "experiments",
+    "realtime",
 ]
 
 MIDDLEWARE = [
@@ -283,6 +284,26 @@ AUDIT_HMAC_KID, AUDIT_HMAC_KEYS, AUDIT_HMAC_DEV_KEY_IN_USE = audit_hmac_settings
 AUDIT_LEGACY_LAST_SEQ = int(os.environ.get("AUDIT_LEGACY_LAST_SEQ", "0"))
 # -- end of the audit trail MAC keys ----------------------------------------------------------
 
+# -- Vehicle websocket and push (docs/realtime.md, docs/scaling.md) -------------------------
+# Prefix of the Redis names the push channel and presence use (parallel runs on one Redis
+# set their own).
+PUSH_PREFIX = os.environ.get("PUSH_PREFIX", "ff")
+# Every server process compares its sockets' versions with the database this often and sends
+# what they missed (a publish lost while Redis was down, a process that was resubscribing).
+PUSH_SWEEP_SECONDS = float(os.environ.get("PUSH_SWEEP_SECONDS", "10"))
+# Presence: a process writes what its sockets saw to Redis at most this often, and to the
+# database (Vehicle.status, last_seen_at, telemetry) at most this often; a vehicle not
+# refreshed for the timeout (its process died) is taken offline by any process.
+PRESENCE_FLUSH_SECONDS = float(os.environ.get("PRESENCE_FLUSH_SECONDS", "2"))
+PRESENCE_DB_FLUSH_SECONDS = float(os.environ.get("PRESENCE_DB_FLUSH_SECONDS", "5"))
+PRESENCE_TIMEOUT_SECONDS = float(os.environ.get("PRESENCE_TIMEOUT_SECONDS", "90"))
+# Acknowledgements and sent counts are written in batches this often.
+ACK_FLUSH_SECONDS = float(os.environ.get("ACK_FLUSH_SECONDS", "1"))
+# A text frame larger than this gets an ERROR frame (daphne itself closes past 1 MiB).
+WS_MAX_FRAME_BYTES = int(os.environ.get("WS_MAX_FRAME_BYTES", str(64 * 1024)))
+# More than WS_MALFORMED_LIMIT malformed frames within WS_MALFORMED_WINDOW_SECONDS: close 4400.
+WS_MALFORMED_LIMIT = int(os.environ.get("WS_MALFORMED_LIMIT", "10"))
+WS_MALFORMED_WINDOW_SECONDS = float(os.environ.get("WS_MALFORMED_WINDOW_SECONDS", "60"))
 
 # -- Payload signing keys (core/signing.py, docs/operations.md "Signing keys") ----------------
 # Snapshots and KILL_SWITCH / FLAG_UPDATE frames are signed with Ed25519 (SPEC §4 "Signed

@@ -286,7 +286,7 @@ def test_kill_switch__engage_state_lift__non_critical(write_api: Api) -> None:
     assert (state["engaged"], state["reason"], state["engaged_by"], state["flag_version"]) == \
         (True, "brake noise", "api-key:write-key", 2)
     assert state["delivery"]["targeted_vehicles"] == 2
-    assert state["delivery"]["acknowledged"] is None
+    assert (state["delivery"]["acknowledged"], state["delivery"]["sent"]) == (0, 0)
     assert write_api.post("/api/v1/flags/a.b/kill-switch/", {"reason": "again"}).status_code == 200
     assert write_api.get("/api/v1/flags/a.b/kill-switch/").json()["engaged"] is True
     lifted = write_api.delete("/api/v1/flags/a.b/kill-switch/")

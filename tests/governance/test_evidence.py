@@ -94,7 +94,7 @@ def test_build_report__change_requests_with_people_reasons_and_decisions(history
     assert len(enable["audit_seqs"]) == 3  # requested, applied, approved
 
 
-def test_build_report__kill_switch_history_and_no_invented_delivery(history: Flag) -> None:
+def test_build_report__kill_switch_history_and_its_recorded_delivery(history: Flag) -> None:
     report = evidence.build_report(history)
     events = [(e["event"], e["actor"], e["reason"]) for e in report["kill_switches"]["events"]]
     assert events == [
@@ -104,9 +104,10 @@ def test_build_report__kill_switch_history_and_no_invented_delivery(history: Fla
     ]
     assert report["kill_switches"]["events"][2]["requested_by"] == "dana"
     delivery = report["kill_switch_delivery"]
-    assert delivery["tracked"] is False
-    assert "vehicle websocket" in delivery["note"]
-    assert not any(isinstance(value, int) for value in delivery.values() if not isinstance(value, bool))
+    assert delivery["tracked"] is True
+    # One engagement, as recorded at the time: nobody was connected, nothing sent or acknowledged
+    assert [(d["engaged_by"], d["reason"], d["sent"], d["acknowledged"]) for d in delivery["events"]] == [
+        ("dana", "field report FR-88", 0, 0)]
 
 
 def test_build_report__integrity_intact(history: Flag) -> None:
