@@ -215,7 +215,7 @@ def _validate_whitelist(conditions: Mapping[str, Any], flag_type: str) -> list[s
     problems += _string_list(conditions, "vins", required=True)
     if not problems:
         for i, vin in enumerate(conditions["vins"]):
-            if not VIN_RE.match(vin):
+            if not VIN_RE.fullmatch(vin):
                 problems.append(f"vins[{i}] {vin!r} is not a VIN (17 characters of A-H, J-N, P, R-Z, 0-9)")
                 break
     return problems

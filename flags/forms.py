@@ -223,7 +223,7 @@ class EvaluateForm(forms.Form):
 
     def clean_vin(self) -> str:
         vin = str(self.cleaned_data["vin"]).upper()
-        if not VIN_RE.match(vin):
+        if not VIN_RE.fullmatch(vin):
             raise ValidationError("17 characters of A-H, J-N, P, R-Z and 0-9")
         return vin
 

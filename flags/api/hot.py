@@ -67,7 +67,7 @@ def _invalid(fields: dict[str, str]) -> ApiError:
 
 
 def _check_vin(vin: Any, problems: dict[str, str]) -> str:
-    if not isinstance(vin, str) or not VIN_RE.match(vin):
+    if not isinstance(vin, str) or not VIN_RE.fullmatch(vin):
         problems["vin"] = "a VIN: 17 characters of A-H, J-N, P, R-Z and 0-9"
         return ""
     return vin
@@ -120,7 +120,7 @@ def etag_matches(header: str, etag: str) -> bool:
 
 @hot_view(("GET", "HEAD"), key_roles=SYNC_KEY_ROLES)
 async def vehicle_sync(request: HttpRequest, caller: Caller, vin: str) -> HttpResponse:
-    if not VIN_RE.match(vin):
+    if not VIN_RE.fullmatch(vin):
         raise _invalid({"vin": "a VIN: 17 characters of A-H, J-N, P, R-Z and 0-9"})
     registered = await vehicles.atargeting(vin)
     if registered is None:

@@ -88,7 +88,7 @@ def _target(request: Request) -> tuple[str, dict[str, Any], str]:
     vin = attributes.pop("targetingKey", None)
     if vin in (None, ""):
         raise _Invalid("TARGETING_KEY_MISSING", "context.targetingKey (the vehicle's VIN) is required")
-    if not isinstance(vin, str) or not VIN_RE.match(vin):
+    if not isinstance(vin, str) or not VIN_RE.fullmatch(vin):
         raise _Invalid("INVALID_CONTEXT", "targetingKey must be a VIN: 17 characters of A-H, J-N, P, R-Z and 0-9")
     bad = sorted(name for name, value in attributes.items() if not isinstance(value, _SCALAR))
     if bad:

@@ -255,7 +255,9 @@ def test_validate_rule__comparison_with_a_string_operand__refused_naming_the_ope
     assert errors == [f"value must be a number for operator {operator}"]
 
 
-@pytest.mark.parametrize("operand", [sys.float_info.max, -sys.float_info.max])
+@pytest.mark.parametrize(
+    "operand", [sys.float_info.max, -sys.float_info.max, int(sys.float_info.max), -int(sys.float_info.max)]
+)
 def test_validate_rule__comparison_with_the_largest_double__accepted(operand: float) -> None:
     conditions = {"attribute": "odometer_km", "operator": "gt", "value": operand}
     assert validate_rule(flag_type="boolean", rule_type="user_attribute", conditions=conditions) == {}
@@ -267,3 +269,14 @@ def test_validate_rule__several_unknown_fields__all_named_comma_separated() -> N
     ]
     rollout = {"rollout_percentage": 50, "variants": [{"key": "a", "weight": 100, "zz": 1, "aa": 2}]}
     assert _conditions_errors("percentage_rollout", rollout) == ["variants[0] has unknown field(s) aa, zz"]
+
+
+@pytest.mark.parametrize("operand", [int(sys.float_info.max) + 1, -int(sys.float_info.max) - 1])
+def test_validate_rule__comparison_with_an_integer_past_the_largest_double__refused(operand: int) -> None:
+    conditions = {"attribute": "odometer_km", "operator": "gt", "value": operand}
+    assert _conditions_errors("user_attribute", conditions) == ["value must be a number for operator gt"]
+
+
+def test_validate_rule__vin_with_a_final_newline_in_whitelist__refused() -> None:
+    errors = _conditions_errors("vehicle_whitelist", {"vins": [VIN + "\n"]})
+    assert errors == [f"vins[0] {VIN + chr(10)!r} is not a VIN (17 characters of A-H, J-N, P, R-Z, 0-9)"]

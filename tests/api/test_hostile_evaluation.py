@@ -119,3 +119,16 @@ def test_evaluate__odd_context__200_or_refused_never_5xx(read_api: Api, flag: An
                        ("/ofrep/v1/evaluate/flags", {"context": {"targetingKey": VIN, **context}})]:
         status, answer = _post(read_api, path, body)
         assert status in (200, 400), (path, status, answer)
+
+
+@pytest.mark.parametrize("vin", [VIN + "\n", VIN + "\r\n", "\n" + VIN, VIN[:-1] + "\u0661"])
+def test_evaluate__vin_with_a_line_break_or_non_ascii_digit__400_on_every_path(read_api: Api, flag: Any,
+                                                                               vin: str) -> None:
+    # A VIN followed by a newline used to pass the check (``$`` matches before a final newline)
+    for path, body in [("/api/v1/evaluate/", {"flag_key": "hv.flag", "vin": vin}),
+                       ("/api/v1/evaluate/batch/", {"vin": vin}),
+                       ("/ofrep/v1/evaluate/flags", {"context": {"targetingKey": vin}})]:
+        status, answer = _post(read_api, path, body)
+        assert status == 400, (path, status, answer)
+    status, _, _ = asgi_request("GET", f"/api/v1/vehicles/{VIN}%0A/sync/", {"Authorization": f"Bearer {read_api.raw}"})
+    assert status in (400, 403), status
