@@ -23,6 +23,7 @@ DAPHNE = Path(sys.executable).with_name("daphne")
 class LiveServer:
     base_url: str
     admin_key: str
+    database: Path
 
 
 def _free(port: int) -> bool:
@@ -68,7 +69,7 @@ def live_server(tmp: Path, port: int = 0) -> Iterator[LiveServer]:
             if time.monotonic() > deadline:
                 raise TimeoutError("daphne did not answer /healthz in 30 s")
             time.sleep(0.2)
-        yield LiveServer(base, admin_key)
+        yield LiveServer(base, admin_key, tmp / "live.sqlite3")
     finally:
         stop(proc)
         log.close()
