@@ -212,7 +212,7 @@ def hot_view(methods: tuple[str, ...], key_roles: frozenset[str] = ALL_ROLES,
              session_roles: frozenset[str] = ALL_ROLES) -> Callable[[Handler], Any]:
     """Wrap a hot handler: method check, the guard, errors in the API's format. The view is
     marked ``hot`` (``core.http.lane.HotLane`` and ``core.http.edge`` serve bearer requests
-    for it past Django's sync middleware) and carries ``key_roles`` for the lane's 304."""
+    for it past Django's sync middleware)."""
 
     def decorate(handler: Handler) -> Any:
         @csrf_exempt  # sessions are checked in authenticate(); bearer keys need no CSRF token
@@ -228,7 +228,6 @@ def hot_view(methods: tuple[str, ...], key_roles: frozenset[str] = ALL_ROLES,
                                       headers=exc.headers)
 
         view.hot = True  # type: ignore[attr-defined]
-        view.key_roles = key_roles  # type: ignore[attr-defined]
         return view
 
     return decorate

@@ -260,3 +260,17 @@ def test_api_key_audit__create_then_revoke__entries_describe_the_key_without_sec
     assert (revoke.before, revoke.after) == (
         described, {**described, "is_active": False, "revoked_at": revoked.revoked_at.isoformat()})
     assert raw not in str([created.after, revoke.before, revoke.after])
+
+
+@pytest.mark.django_db
+def test_key_principal__request_user_of_a_key__named_after_the_key_with_the_bound_users_id() -> None:
+    from accounts.authentication import KeyPrincipal
+    from tests.factories import UserFactory
+
+    user = UserFactory(username="tier1-bot", role="READ")
+    _, raw = api_key_create(actor=Actor.for_user(user), name="supplier-x", role="READ", user=user)
+    info = keys.lookup(raw)
+    assert info is not None
+    principal = KeyPrincipal(info)
+    assert (str(principal), principal.pk, principal.id, principal.info) == ("api-key:supplier-x", user.pk, user.pk, info)
+    assert (principal.is_authenticated, principal.is_staff, principal.is_superuser) == (True, False, False)

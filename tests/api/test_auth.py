@@ -148,8 +148,27 @@ def test_request__valid_key__last_used_at_written_once_per_minute(read_api: Api,
 
 def test_write__read_key__403_and_nothing_created(read_api: Api) -> None:
     response = read_api.post("/api/v1/flags/", {"key": "a.b", "name": "AB"})
-    assert (response.status_code, error(response)["code"]) == (403, "permission_denied")
+    # Refused at the API's door, before the service is reached (its refusal words differ)
+    assert (response.status_code, error(response)["code"], error(response)["message"]) == (
+        403, "permission_denied", "this API key or user may not do that")
     assert not Flag.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["head", "options"])
+def test_read__read_key_head_or_options__answered_as_a_read(read_api: Api, method: str) -> None:
+    FlagFactory(key="ui.dark-mode")
+    response = getattr(read_api.client, method)("/api/v1/flags/", HTTP_AUTHORIZATION=f"Bearer {read_api.raw}")
+    assert response.status_code == 200
+
+
+def test_schema__security_schemes__bearer_key_and_staff_session_described(read_api: Api) -> None:
+    schema = read_api.get("/api/schema/", format="json").json()
+    assert schema["components"]["securitySchemes"] == {
+        "ApiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "ffk_<prefix>_<secret>",
+                   "description": "An API key: `Authorization: Bearer ffk_...`"},
+        "Session": {"type": "apiKey", "in": "cookie", "name": "sessionid",
+                    "description": "The admin session (staff users); unsafe methods need the X-CSRFToken header."},
+    }
 
 
 def test_session__staff_user__reads_and_csrf_enforced_on_write(client: Any) -> None:

@@ -115,3 +115,13 @@ def test_lane_sync_poll__over_rate_limit_on_cached_304__429_with_retry_after(veh
     assert retry_after is not None and re.fullmatch(r"[1-9][0-9]*", retry_after), retry_after
     assert 1 <= int(retry_after) <= 60
     assert again["x-request-id"] == "poll-2"
+
+
+@pytest.mark.parametrize("raw", ["ffk_garbage", "ffk_abcdefgh_" + "x" * 43, "not-a-key"])
+def test_lane_sync_poll__unknown_or_malformed_key_on_a_warm_lane__401_every_time(vehicle: None, raw: str) -> None:
+    # Given a lane that answers the poll from its caches, and a key the key cache knows is missing
+    _, good = api_key_create(actor=SYSTEM, name="poller", role="ADMIN")
+    etag = warm(good)
+    # Then a 304 poll with it is refused, the first time (database) and from the cache after
+    for _ in range(3):
+        assert code_of(get(SYNC, raw, if_none_match=etag)) == (401, "invalid_api_key")
