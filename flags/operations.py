@@ -24,7 +24,7 @@ from audit import services as audit
 from core import transactions
 from core.actors import Actor
 from core.errors import Conflict, NotFound, ServiceError
-from flags import broadcasts, permissions, selectors, snapshots
+from flags import broadcasts, notifications, permissions, selectors, snapshots
 from flags.actions import FlagAction
 from flags.codes import FlagCode
 from flags.models import ChangeRequest, Flag, Revision, Rule, RuleType, SafetyLevel
@@ -331,7 +331,20 @@ def apply(
     publish_on_commit(old_environment, flag.environment)
     if operation != ENGAGE_KILL_SWITCH:  # the engage door pushes its KILL_SWITCH frame with its event
         broadcasts.flag_update_on_commit(flag, old_environment, flag.environment)
+    _notify_lift(flag, effects, actor, change_request_id)
     return flag, effects
+
+
+def _notify_lift(flag: Flag, effects: list[Effect], actor: Actor, change_request_id: int | None) -> None:
+    """A change that took the flag out of its kill switch (lift, rule disabled or deleted, an
+    approved request) is announced after commit, as the engage is."""
+    lifts = [effect for effect in effects if effect.action == FlagAction.LIFT_KILL_SWITCH]
+    if not lifts or selectors.engaged_kill_switches(flag).exists():
+        return
+    was = lifts[0].before if isinstance(lifts[0].before, dict) else {}
+    notifications.kill_switch_lifted_on_commit(
+        flag, by=actor.label, at=flag.updated_at, was_reason=str((was.get("conditions") or {}).get("reason", "")),
+        change_request_id=change_request_id)
 
 
 def check_owner_change(actor: Actor, flag: Flag, operation: str, payload: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from audit import services as audit
 from core import presence
 from core.actors import Actor
 from core.errors import Conflict, PermissionDenied
-from flags import broadcasts, permissions, selectors
+from flags import broadcasts, notifications, permissions, selectors
 from flags import operations as ops
 from flags.actions import FlagAction
 from flags.codes import FlagCode
@@ -282,6 +282,7 @@ def kill_switch_engage(*, actor: Actor, flag: Flag | int | str, reason: str) -> 
             engaged_by=actor.label, targeted_all=Vehicle.objects.filter(environment=applied.environment).count(),
             targeted_online=_online_now(applied.environment))
         broadcasts.kill_switch_on_commit(event)
+        notifications.kill_switch_engaged_on_commit(event, applied)
         return Outcome(applied, rule=rule, audit_actions=[e.action for e in effects], kill_switch_event=event)
 
 

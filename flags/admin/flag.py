@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IS_POPUP_VAR
@@ -35,6 +36,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from agent_client.evaluator import evaluate
+from core import presence
 from core.actors import ROLE_ADMIN, ROLE_SAFETY, ROLE_WRITE, Actor
 from core.errors import ServiceError
 from flags import permissions, selectors, services, snapshots
@@ -50,6 +52,7 @@ from flags.admin.common import (
 )
 from flags.forms import NON_FIELD, EvaluateForm, FieldErrors, FlagForm, ReasonForm, RuleForm, RuleFormSet
 from flags.models import ChangeRequest, Flag, Rule
+from vehicles.models import Vehicle
 
 if TYPE_CHECKING:
     _FlagAdminBase = admin.ModelAdmin[Flag]
@@ -583,15 +586,42 @@ class FlagAdmin(_FlagAdminBase):
         return JsonResponse(delivery, encoder=DjangoJSONEncoder)
 
     def kill_switch_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The flag page's kill-switch button: a reason and an explicit confirmation, then the engage."""
         flag = self._viewable(request, object_id)
         change_url = reverse("admin:flags_flag_change", args=[flag.pk])
-        form = ReasonForm(request.POST if request.method == "POST" else None, **_KILL_REASON)
+        if not permissions.can_engage_kill_switch(actor_of(request), flag):
+            self.message_user(request, f"Kill switch NOT engaged on {flag.key}: refused - you may not engage it "
+                                       "(roles SAFETY, ADMIN or a WRITE user who may change the flag).",
+                              messages.ERROR)
+            return HttpResponseRedirect(change_url)
+        form = KillSwitchForm(request.POST if request.method == "POST" else None, flags=[flag])
         if request.method == "POST" and form.is_valid():
             _engage(self, request, flag, form.cleaned_data["text"])
             return HttpResponseRedirect(change_url)
-        return self._action_page(request, title=f"Engage the kill switch of {flag.key}", flags=[flag], form=form,
-                                 action=None, explanation=_KILL_EXPLANATION, submit="Engage kill switch now",
-                                 danger=True, cancel_url=change_url)
+        return self._kill_page(request, title=f"Engage the kill switch of {flag.key}", flags=[flag], form=form,
+                               action=None, cancel_url=change_url)
+
+    def _kill_page(self, request: HttpRequest, *, title: str, flags: list[Flag], form: KillSwitchForm,
+                   action: str | None, cancel_url: str = "") -> TemplateResponse:
+        targets = kill_switch_targets(flags)
+        to_engage = [target for target in targets if not target.engaged and not target.archived]
+        keys = ", ".join(target.flag.key for target in to_engage)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "targets": targets,
+            "to_engage": to_engage,
+            "form": form,
+            "action": action,
+            "explanation": _KILL_EXPLANATION,
+            "submit": f"Engage kill switch on {keys} now" if len(to_engage) <= 3
+            else f"Engage kill switch on {len(to_engage)} flags now",
+            "cancel_url": cancel_url or reverse("admin:flags_flag_changelist"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/flags/flag/kill_switch_confirm.html", context)
 
     # -- actions: one service call per flag, reported per flag ----------------------------------
 
@@ -623,11 +653,10 @@ class FlagAdmin(_FlagAdminBase):
                   permissions=["kill_switch"])
     def engage_kill_switch(self, request: HttpRequest, queryset: QuerySet[Flag]) -> HttpResponse | None:
         flags = list(queryset.order_by("key"))
-        form = ReasonForm(request.POST if "_confirm" in request.POST else None, **_KILL_REASON)
+        form = KillSwitchForm(request.POST if "_confirm" in request.POST else None, flags=flags)
         if not form.is_valid():
-            return self._action_page(request, title="Engage the kill switch", flags=flags, form=form,
-                                     action="engage_kill_switch", explanation=_KILL_EXPLANATION,
-                                     submit=f"Engage kill switch on {len(flags)} flag(s) now", danger=True)
+            return self._kill_page(request, title=f"Engage the kill switch of {len(flags)} flag(s)", flags=flags,
+                                   form=form, action="engage_kill_switch")
         for flag in flags:
             _engage(self, request, flag, form.cleaned_data["text"])
         return None
@@ -733,34 +762,92 @@ def _rationale_args(asil_d: list[Flag]) -> dict[str, Any]:
 
 def _engage(model_admin: FlagAdmin, request: HttpRequest, flag: Flag, reason: str) -> None:
     actor = Actor.from_request(request)
+    page = reverse("admin:flags_flag_change", args=[flag.pk])
     try:
         outcome = services.kill_switch_engage(actor=actor, flag=flag.pk, reason=reason)
     except ValidationError as exc:
-        model_admin.message_user(request, f"{flag.key}: refused - {' '.join(exc.messages)}", messages.ERROR)
+        model_admin.message_user(request, format_html('Kill switch NOT engaged on <a href="{}">{}</a>: refused - {}',
+                                                      page, flag.key, " ".join(exc.messages)), messages.ERROR)
     except ServiceError as exc:
-        model_admin.message_user(request, f"{flag.key}: refused - {exc.message}", messages.ERROR)
+        model_admin.message_user(request, format_html('Kill switch NOT engaged on <a href="{}">{}</a>: refused - {}',
+                                                      page, flag.key, exc.message), messages.ERROR)
     else:
         if outcome.audit_actions:
-            model_admin.message_user(request, engaged_message(flag.key, outcome), messages.SUCCESS)
+            model_admin.message_user(request, format_html('{} <a href="{}">Delivery on the flag page</a>.',
+                                                          engaged_message(flag.key, outcome), page),
+                                     messages.SUCCESS)
         else:
-            model_admin.message_user(request, f"{flag.key}: the kill switch was engaged already.", messages.INFO)
+            model_admin.message_user(request, format_html(
+                'The kill switch of <a href="{}">{}</a> was engaged already: nothing changed.', page, flag.key),
+                messages.INFO)
 
 
 def engaged_message(key: str, outcome: services.Outcome) -> str:
-    """What is true right after the engage: committed, and to how many vehicles the push went."""
+    """What is true right after the engage: committed, and whether the push channel took the frame.
+    What the server processes wrote to sockets and what vehicles acknowledged is counted later
+    (in batches), so this says where to watch it, never a number it does not know yet.
+    Starts with a capital: the admin capitalises each message's first letter, keys are lowercase."""
     event = outcome.kill_switch_event
-    text = f"{key}: kill switch engaged (version {outcome.flag.version})."
+    text = f"Kill switch engaged on {key} (flag version {outcome.flag.version})."
     if event is None:
         return text
     event.refresh_from_db(fields=["pushed", "sent"])
-    online = "an unknown number of" if event.targeted_online is None else str(event.targeted_online)
-    if event.pushed:
-        text += (f" The KILL_SWITCH frame was pushed to the {online} vehicles online of {event.targeted_all} "
-                 f"registered in {event.environment}; the flag page counts frames sent and acknowledgements.")
+    registered = f"{event.targeted_all} registered in {event.environment}"
+    if event.targeted_online is None:
+        online = f"an unknown number of the {registered} (presence unavailable) were online"
+    elif event.targeted_online == 1:
+        online = f"1 of the {registered} was online"
     else:
-        text += (f" The push channel is unavailable: the {online} vehicles online of {event.targeted_all} in "
-                 f"{event.environment} get it from the servers' next sweep or their next sync; nothing was sent yet.")
-    return text
+        online = f"{event.targeted_online} of the {registered} were online"
+    if event.pushed:
+        text += (f" The KILL_SWITCH frame went to the server processes, which send it to the vehicles online: "
+                 f"{online} at the engage. Vehicles offline get it when they reconnect.")
+    else:
+        text += (f" The push channel is unavailable, so nothing was sent yet: {online}; the servers' next sweep "
+                 f"and the vehicles' next sync deliver it.")
+    return text + " Frames sent and acknowledgements count up live on the flag page."
+
+
+@dataclass(frozen=True)
+class KillTarget:
+    """One flag as the kill-switch confirmation shows it: what engaging it would reach."""
+
+    flag: Flag
+    badge: SafeString
+    engaged: bool
+    archived: bool
+    registered: int
+    online: int | None
+
+
+def kill_switch_targets(flags: list[Flag]) -> list[KillTarget]:
+    environments = {flag.environment for flag in flags}
+    registered = dict(Vehicle.objects.filter(environment__in=environments).values("environment")
+                      .annotate(n=Count("vin")).values_list("environment", "n"))
+    online: dict[str, int | None] = {}
+    for environment in environments:
+        try:
+            online[environment] = presence.online_count(environment)
+        except Exception:  # noqa: BLE001 - Redis away: the page says "unknown", the engage still works
+            online[environment] = None
+    return [KillTarget(flag, safety_badge(flag.safety_level), selectors.engaged_kill_switches(flag).exists(),
+                       flag.archived_at is not None, registered.get(flag.environment, 0), online[flag.environment])
+            for flag in flags]
+
+
+class KillSwitchForm(ReasonForm):
+    """A typed reason and an explicit confirmation that names the flags."""
+
+    confirm = forms.BooleanField(required=True, error_messages={
+        "required": "Tick the box to confirm: nothing is engaged without it."})
+
+    def __init__(self, *args: Any, flags: list[Flag], **kwargs: Any) -> None:
+        super().__init__(*args, **_KILL_REASON, **kwargs)
+        keys = ", ".join(flag.key for flag in flags if flag.archived_at is None)
+        self.fields["text"].widget.attrs.update({"placeholder": "e.g. INC-4711: brake noise reported on ev6 fleet",
+                                                 "autofocus": True})
+        self.fields["confirm"].label = (f"I confirm: engage the kill switch on {keys} now. Vehicles serve the "
+                                        "default value; lifting it again is a change of its own.")
 
 
 def _is_postgres(alias: str) -> bool:

@@ -328,3 +328,17 @@ if SIGNING_KEY and SIGNING_KEY_FILE:
 
     raise ImproperlyConfigured("set SIGNING_KEY or SIGNING_KEY_FILE, not both")
 # -- end of the payload signing keys ----------------------------------------------------------
+
+# -- Kill-switch notifications (flags/notifications.py, docs/operations.md "Kill-switch webhooks")
+# Webhook URLs (Slack incoming webhooks, Microsoft Teams connectors), comma-separated; empty:
+# no notifications. Each gets one JSON POST per engage and per lift, sent in the background
+# after commit (an RQ job behind Redis, a thread in the embedded default): never in the way of
+# the kill switch.
+KILL_SWITCH_WEBHOOK_URLS = env_list("KILL_SWITCH_WEBHOOK_URLS", "")
+# Seconds one POST may take (connect and answer) before it counts as failed and is retried.
+KILL_SWITCH_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("KILL_SWITCH_WEBHOOK_TIMEOUT_SECONDS", "5"))
+# Seconds before each retry after a failure (rq.Retry): five retries over about 20 minutes.
+KILL_SWITCH_WEBHOOK_RETRY_INTERVALS = [
+    int(seconds) for seconds in env_list("KILL_SWITCH_WEBHOOK_RETRY_INTERVALS", "10,30,120,300,900")]
+# Where people reach this admin: the links in notifications start with it.
+FLEETFLAG_PUBLIC_URL = os.environ.get("FLEETFLAG_PUBLIC_URL", "http://127.0.0.1:8000")

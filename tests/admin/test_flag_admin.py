@@ -499,7 +499,11 @@ def test_action_kill_switch__reason_asked_then_applied_at_once_even_on_asil_d(lo
     client = login("WRITE")
     page = run_action(client, "engage_kill_switch", [asil_d], index="0")
     assert page.status_code == 200 and not Rule.objects.filter(type="kill_switch").exists()
-    done = run_action(client, "engage_kill_switch", [asil_d], _confirm="1", text="recall 24V-001")
+    # Without the confirmation box ticked, nothing is engaged
+    unconfirmed = run_action(client, "engage_kill_switch", [asil_d], _confirm="1", text="recall 24V-001")
+    assert unconfirmed.status_code == 200 and "Tick the box to confirm" in unconfirmed.content.decode()
+    assert not Rule.objects.filter(type="kill_switch").exists()
+    done = run_action(client, "engage_kill_switch", [asil_d], _confirm="1", text="recall 24V-001", confirm="on")
     assert done.status_code == 302
     rule = Rule.objects.get(flag=asil_d, type="kill_switch")
     assert rule.enabled and rule.conditions == {"force_disabled": True, "reason": "recall 24V-001"}
@@ -514,14 +518,17 @@ def test_kill_switch_page__safety_user__engages(login: Any) -> None:
     url = reverse("admin:flags_flag_kill_switch", args=[flag.pk])
     client = login("SAFETY")
     assert client.get(url).status_code == 200
-    response = client.post(url, {"text": "thermal event"})
+    assert client.post(url, {"text": "thermal event"}).status_code == 200  # not confirmed: asked again
+    assert not Rule.objects.exists()
+    response = client.post(url, {"text": "thermal event", "confirm": "on"})
     assert response.status_code == 302 and response["Location"] == change_url(flag)
     assert Rule.objects.get(flag=flag, type="kill_switch").enabled
 
 
 def test_kill_switch_page__read_user__refused_nothing_changed(login: Any) -> None:
     flag = FlagFactory(key="seat.heating")
-    response = login("READ").post(reverse("admin:flags_flag_kill_switch", args=[flag.pk]), {"text": "x"})
+    response = login("READ").post(reverse("admin:flags_flag_kill_switch", args=[flag.pk]),
+                                  {"text": "x", "confirm": "on"})
     assert response.status_code == 302
     assert any("refused" in m for m in messages_of(response))
     assert not Rule.objects.exists()

@@ -22,9 +22,11 @@ def test_admin_engage__message_says_online_and_pushed__delivery_json(committed_d
     flag = FlagFactory(key="seat.heating")
     client = login("SAFETY")
     with patch.object(push, "publish", return_value=1):
-        response = client.post(reverse("admin:flags_flag_kill_switch", args=[flag.pk]), {"text": "thermal event"})
+        response = client.post(reverse("admin:flags_flag_kill_switch", args=[flag.pk]), {"text": "thermal event",
+                                                                                          "confirm": "on"})
     text = " ".join(messages_of(response))
-    assert "pushed to the 0 vehicles online of 2 registered in production" in text
+    assert "Kill switch engaged on seat.heating (flag version 2)." in text
+    assert "0 of the 2 registered in production were online at the engage" in text
     assert "being told" not in text
     delivery = client.get(reverse("admin:flags_flag_delivery", args=[flag.pk])).json()
     assert (delivery["targeted_vehicles"], delivery["sent"], delivery["acknowledged"], delivery["pushed"]) == (
@@ -36,5 +38,6 @@ def test_admin_engage__message_says_online_and_pushed__delivery_json(committed_d
 def test_admin_engage__push_channel_down__message_says_nothing_sent(committed_db: None, login: Any) -> None:
     flag = FlagFactory(key="seat.heating")
     with patch.object(push, "publish", side_effect=ConnectionError("down")):
-        response = login("SAFETY").post(reverse("admin:flags_flag_kill_switch", args=[flag.pk]), {"text": "x"})
+        response = login("SAFETY").post(reverse("admin:flags_flag_kill_switch", args=[flag.pk]),
+                                                {"text": "x", "confirm": "on"})
     assert "push channel is unavailable" in " ".join(messages_of(response))
