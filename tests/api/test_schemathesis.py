@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -75,6 +76,7 @@ def test_api__stateful_sequences__no_server_error_and_schema_conformant(api_sche
     assert base.bundles, "no links inferred: the stateful run would do nothing"
 
     failures: list[str] = []
+    calls: list[str] = []
     # Every sequence starts from the same database: which links a sequence can follow depends
     # on what the server answered (a flag key created twice is a 409 the second time), and
     # hypothesis refuses to go on when the same choices meet different rules.
@@ -88,6 +90,7 @@ def test_api__stateful_sequences__no_server_error_and_schema_conformant(api_sche
             return {"base_url": server.base_url, "headers": headers}
 
         def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            calls.append(f"{case.method} {case.operation.path} -> {response.status_code}")
             # When a sequence runs, then every answer is no 5xx and matches the schema. Findings
             # are collected, not raised: hypothesis would replay the sequence against a server
             # whose state has moved on, and report that divergence instead of the finding.
@@ -98,7 +101,15 @@ def test_api__stateful_sequences__no_server_error_and_schema_conformant(api_sche
 
     # No shrinking or replay: the server's state moves on between runs, so a replayed sequence
     # meets other data and hypothesis would report that instead of the failure itself.
-    Workflow.run(settings=settings(max_examples=40, stateful_step_count=6, deadline=None, derandomize=True,
-                                   suppress_health_check=list(HealthCheck), database=None,
-                                   phases=[Phase.explicit, Phase.generate]))
+    try:
+        Workflow.run(settings=settings(max_examples=40, stateful_step_count=6, deadline=None, derandomize=True,
+                                       suppress_health_check=list(HealthCheck), database=None,
+                                       phases=[Phase.explicit, Phase.generate]))
+    except FlakyStrategyDefinition:
+        # The server's per-process caches (keys, vehicles, snapshots: 1-2 s) outlive the
+        # database reset, so a sequence can still meet a rule an earlier one did not; hypothesis
+        # then stops generating. What ran is checked all the same, and it must be a real run.
+        pass
     assert failures == []
+    assert len(calls) >= 100, calls
+    assert len({call.split(" -> ")[0] for call in calls}) >= 15, sorted(set(calls))
