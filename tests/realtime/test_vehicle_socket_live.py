@@ -262,3 +262,36 @@ def test_other_websocket_path__refused_cleanly_not_500(fleet: Fleet) -> None:
 
     for path in ("/ws/other/", "/", "/ws/vehicles/", "/ws/vehicles/KMH/extra/"):
         assert asyncio.run(status(path)) == 403
+
+
+def test_every_signed_payload__verifies_with_the_published_key_by_the_spec_recipe_alone(fleet: Fleet) -> None:
+    # Given the keys the server publishes, and a vehicle connected to a production flag
+    from tests.spec_signing import spec_verify
+
+    status, published = fleet.api("GET", "/api/v1/signing-keys/")
+    assert status == 200, published
+    vin, token = fleet.register()
+    flag_key = key()
+    fleet.flag(flag_key)
+
+    async def scenario() -> list[dict[str, object]]:
+        ws = await vehicle(fleet, vin, token)
+        sync = await frame_of(ws, "SYNC")
+        status, body = await asyncio.to_thread(fleet.api, "POST", f"/api/v1/flags/{flag_key}/rules/", {
+            "type": "vehicle_whitelist", "conditions": {"vins": [vin]}, "variant": "fleet"})
+        assert status == 201, body
+        update = await frame_of(ws, "FLAG_UPDATE", flag_key=flag_key)
+        status, body = await asyncio.to_thread(fleet.kill, flag_key, "brake noise")
+        assert status == 201, body
+        kill = await frame_of(ws, "KILL_SWITCH", flag_key=flag_key)
+        await ws.close()
+        return [sync, update, kill]
+
+    frames = asyncio.run(scenario())
+    status, body = fleet.api("GET", f"/api/v1/vehicles/{vin}/sync/")
+    assert status == 200, body
+    # Then the sync body and each frame kind verify by SPEC §4's recipe, and a changed one does not
+    for payload in [body, *frames]:
+        assert spec_verify(payload, published), payload.get("type", "sync body")
+        tampered = dict(payload, version=int(payload["version"]) + 1)  # type: ignore[call-overload]
+        assert not spec_verify(tampered, published)
