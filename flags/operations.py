@@ -9,6 +9,7 @@ rules or change requests.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +22,16 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from audit import services as audit
-from core import transactions
+from core import presence, transactions
 from core.actors import Actor
 from core.errors import Conflict, NotFound, ServiceError
 from flags import broadcasts, notifications, permissions, selectors, snapshots
 from flags.actions import FlagAction
 from flags.codes import FlagCode
-from flags.models import ChangeRequest, Flag, Revision, Rule, RuleType, SafetyLevel
+from flags.models import ChangeRequest, Flag, KillSwitchEvent, Revision, Rule, RuleType, SafetyLevel
+from vehicles.models import Vehicle
+
+log = logging.getLogger(__name__)
 
 Op = ChangeRequest.Operation
 
@@ -303,8 +307,11 @@ def publish_on_commit(*environments: str) -> None:
 def apply(
     flag: Flag, operation: str, payload: dict[str, Any], actor: Actor, *, change_request_id: int | None = None
 ) -> tuple[Flag, list[Effect]]:
-    """Apply an operation to a locked flag for good: version, revision, audit, publish."""
+    """Apply an operation to a locked flag for good: version, revision, audit, publish; and when
+    the change engages the flag's kill switch (the engage door, a kill-switch rule created or
+    enabled, an approved batch), the kill-switch event with its push and notification."""
     old_environment = flag.environment
+    was_killed = selectors.engaged_kill_switches(flag).exists()
     effects = [e for e in OPERATIONS[operation](flag, payload, actor) if e.before != e.after]
     if not effects:
         # Nothing changed (same values again): no new version, no audit entry, nothing to publish.
@@ -329,10 +336,34 @@ def apply(
             change_request_id=change_request_id,
         )
     publish_on_commit(old_environment, flag.environment)
-    if operation != ENGAGE_KILL_SWITCH:  # the engage door pushes its KILL_SWITCH frame with its event
+    engaged = None if was_killed else selectors.engaged_kill_switches(flag).first()
+    if operation != ENGAGE_KILL_SWITCH:  # the engage door's KILL_SWITCH frame carries the whole change
         broadcasts.flag_update_on_commit(flag, old_environment, flag.environment)
+    if engaged is not None:
+        kill_switch_event(flag, engaged, actor)
     _notify_lift(flag, effects, actor, change_request_id)
     return flag, effects
+
+
+def kill_switch_event(flag: Flag, rule: Rule, actor: Actor) -> KillSwitchEvent:
+    """The delivery record of a kill switch that this transaction engages: whom it targets
+    (registered and online now), its frame pushed after commit, the webhook notified."""
+    event = KillSwitchEvent.objects.create(
+        flag=flag, rule=rule, environment=flag.environment, version=broadcasts.revision(flag.environment),
+        reason=str((rule.conditions or {}).get("reason", "")), engaged_at=timezone.now(), engaged_by=actor.label,
+        targeted_all=Vehicle.objects.filter(environment=flag.environment).count(),
+        targeted_online=_online_now(flag.environment))
+    broadcasts.kill_switch_on_commit(event)
+    notifications.kill_switch_engaged_on_commit(event, flag)
+    return event
+
+
+def _online_now(environment: str) -> int | None:
+    try:
+        return presence.online_count(environment)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the engage goes on, the figure is unknown
+        log.warning("online vehicles of %s unknown at the engage (%s)", environment, exc)
+        return None
 
 
 def _notify_lift(flag: Flag, effects: list[Effect], actor: Actor, change_request_id: int | None) -> None:

@@ -22,10 +22,9 @@ from django.utils import timezone
 
 from accounts.services import actor_check_current
 from audit import services as audit
-from core import presence
 from core.actors import Actor
 from core.errors import Conflict, PermissionDenied
-from flags import broadcasts, notifications, permissions, selectors
+from flags import broadcasts, permissions, selectors
 from flags import operations as ops
 from flags.actions import FlagAction
 from flags.codes import FlagCode
@@ -276,22 +275,8 @@ def kill_switch_engage(*, actor: Actor, flag: Flag | int | str, reason: str) -> 
             return Outcome(locked, rule=engaged)  # already killed: nothing to do, nothing to audit
         applied, effects = ops.apply(locked, ops.ENGAGE_KILL_SWITCH, {"reason": reason.strip()}, actor)
         rule = ops.rule_of(effects)
-        event = KillSwitchEvent.objects.create(
-            flag=applied, rule=rule, environment=applied.environment,
-            version=broadcasts.revision(applied.environment), reason=reason.strip(), engaged_at=timezone.now(),
-            engaged_by=actor.label, targeted_all=Vehicle.objects.filter(environment=applied.environment).count(),
-            targeted_online=_online_now(applied.environment))
-        broadcasts.kill_switch_on_commit(event)
-        notifications.kill_switch_engaged_on_commit(event, applied)
+        event = KillSwitchEvent.objects.filter(rule=rule).order_by("-id").first()
         return Outcome(applied, rule=rule, audit_actions=[e.action for e in effects], kill_switch_event=event)
-
-
-def _online_now(environment: str) -> int | None:
-    try:
-        return presence.online_count(environment)
-    except Exception as exc:  # noqa: BLE001 - Redis down: the engage goes on, the figure is unknown
-        log.warning("online vehicles of %s unknown at the engage (%s)", environment, exc)
-        return None
 
 
 def kill_switch_lift(*, actor: Actor, flag: Flag | int | str, rationale: str = "") -> Outcome:

@@ -185,3 +185,34 @@ def test_flag_update__flag_object_deleted_meanwhile__not_found_naming_its_key() 
     with pytest.raises(NotFound) as refused:
         services.flag_update(actor=actor("WRITE"), flag=flag, changes={"name": "X"})
     assert str(refused.value) == "no flag seat.massage"
+
+
+def test_kill_switch_by_rule__created_or_enabled__a_delivery_event_like_the_engage_door() -> None:
+    from flags.models import KillSwitchEvent
+    from tests.factories import VehicleFactory
+
+    VehicleFactory(vin="KMHXX00XXXX000001")
+    writer = actor("WRITE", "writer")
+    flag = FlagFactory(key="seat.massage")
+    # When a kill-switch rule is created directly (the API's and the admin's rule paths)
+    outcome = services.rule_create(actor=writer, flag=flag, type="kill_switch", priority=1000,
+                                   conditions={"force_disabled": True, "reason": "recall 24V-002"})
+    # Then the kill switch has its delivery record, as through the engage door
+    event = KillSwitchEvent.objects.get(flag=flag)
+    assert (event.rule_id, event.reason, event.engaged_by, event.targeted_all) == (
+        outcome.rule.pk, "recall 24V-002", "writer", 1)
+    # And a change that leaves it engaged makes no second one; disabling and enabling again does
+    services.flag_update(actor=writer, flag=flag, changes={"name": "Seat massage v2"})
+    assert KillSwitchEvent.objects.filter(flag=flag).count() == 1
+    services.rule_update(actor=writer, flag=flag, rule_id=outcome.rule.pk, enabled=False)
+    services.rule_update(actor=writer, flag=flag, rule_id=outcome.rule.pk, enabled=True)
+    assert KillSwitchEvent.objects.filter(flag=flag).count() == 2
+
+
+def test_kill_switch_engage__the_door__one_event_with_the_reason_given() -> None:
+    from flags.models import KillSwitchEvent
+
+    flag = FlagFactory(key="seat.massage")
+    outcome = services.kill_switch_engage(actor=actor("WRITE", "writer"), flag=flag, reason="  thermal event ")
+    assert outcome.kill_switch_event == KillSwitchEvent.objects.get(flag=flag)
+    assert outcome.kill_switch_event.reason == "thermal event"
