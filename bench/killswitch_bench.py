@@ -384,6 +384,11 @@ def _measure(urls: list[str], pids: list[int], key: str, vehicles: list[list[str
         for pipe in pipes:
             pipe.recv()
         base = urls[repeat % len(urls)]
+        spies = [subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid), "-r", "500",
+                                   "-f", "raw", "-o", f"{args.profile}/{n}-{repeat}-{i}.txt", "-d", "8"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for i, pid in enumerate(pids)] if args.profile else []
+        time.sleep(1 if spies else 0)
         t0 = time.time()
         status, body = api(base, "POST", f"/api/v1/flags/{FLAG}/kill-switch/", key, {"reason": "bench"})
         answered = time.time() - t0
@@ -394,6 +399,8 @@ def _measure(urls: list[str], pids: list[int], key: str, vehicles: list[list[str
         parts = [pipe.recv() for pipe in pipes]
         latencies = [x for p in parts for x in p["latencies"]]
         missed = sum(p["missed"] for p in parts)
+        for spy in spies:
+            spy.wait()
         time.sleep(2)  # sent counts and ACKs are written in batches
         _, state = api(base, "GET", f"/api/v1/flags/{FLAG}/kill-switch/?ack_limit=1", key)
         delivery = state["delivery"]
@@ -439,27 +446,35 @@ def prepare(env: dict[str, str], tmp: Path, n: int, mode: str) -> dict[str, Any]
     return data
 
 
+def start_servers(kind: str, env: dict[str, str], tmp: Path, n: int, stack: ExitStack,
+                  args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    """Fresh server processes for each N, so that RSS per connection is not the previous N's."""
+    urls, pids = [], []
+    for i in range(args.processes):
+        port = free_port()
+        log = stack.enter_context(open(tmp / f"{kind}-{n}-{i}.log", "wb"))
+        proc = subprocess.Popen(server_command(kind, port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(stop, proc)
+        urls.append(f"http://127.0.0.1:{port}")
+        pids.append(proc.pid)
+    for url in urls:
+        for _ in range(150):
+            try:
+                OPENER.open(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+    time.sleep(1)
+    return urls, pids
+
+
 def run_server_kind(kind: str, env: dict[str, str], tmp: Path, data: dict[str, Any], ns: list[int],
                     args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
-    with ExitStack() as stack:
-        urls, pids = [], []
-        for i in range(args.processes):
-            port = free_port()
-            log = stack.enter_context(open(tmp / f"{kind}-{i}.log", "wb"))
-            proc = subprocess.Popen(server_command(kind, port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            stack.callback(stop, proc)
-            urls.append(f"http://127.0.0.1:{port}")
-            pids.append(proc.pid)
-        for url in urls:
-            for _ in range(150):
-                try:
-                    OPENER.open(url + "/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
-        print(f"{kind}: {args.processes} processes {urls}, {args.clients} client processes", flush=True)
-        for n in ns:
+    print(f"{kind}: {args.processes} server processes (fresh for each N), {args.clients} client processes", flush=True)
+    for n in ns:
+        with ExitStack() as stack:
+            urls, pids = start_servers(kind, env, tmp, n, stack, args)
             results.append({"server": kind, **measure_n(urls, pids, data["key"], data["vehicles"], n, args)})
     return results
 
@@ -477,6 +492,7 @@ def main() -> None:
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--load-wait", type=float, default=900.0, help="longest wait for the load before an N")
     parser.add_argument("--engage-load-wait", type=float, default=120.0, help="longest wait before an engage")
+    parser.add_argument("--profile", default="", help="a folder: py-spy records each server around each engage")
     parser.add_argument("--register", choices=("bulk", "service"), default="bulk")
     args = parser.parse_args()
     ns = [int(x) for x in args.vehicles.split(",")]
