@@ -192,6 +192,8 @@ class VehicleProtocol(asyncio.Protocol):
             self.ack(payload)
 
     def ack(self, payload: bytes) -> None:
+        if not self.owner.ack_frames:
+            return
         version = json.loads(payload)["version"]
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(client_frame(0x1, b'{"type":"ACK","version":%d}' % version))
@@ -205,6 +207,7 @@ class ClientSide:
         self.protocols: list[VehicleProtocol] = []
         self.received: dict[str, float] = {}
         self.lost = self.closed_by_server = self.acks = 0
+        self.ack_frames = True
 
     async def connect_all(self, vehicles: list[tuple[str, str, str]], concurrency: int) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -256,7 +259,8 @@ def client_main(conn: Any) -> None:
         while True:
             command, *args = await commands.get()
             if command == "connect":
-                conn.send(await side.connect_all(*args))
+                side.ack_frames = args[2]
+                conn.send(await side.connect_all(*args[:2]))
             elif command == "arm":
                 side.received.clear()
                 side.acks = 0
@@ -364,7 +368,7 @@ def _measure(urls: list[str], pids: list[int], key: str, vehicles: list[list[str
     for i, (vin, token) in enumerate(vehicles[:n]):
         slices[i % len(pipes)].append((vin, token, urls[i % len(urls)]))
     for pipe, part in zip(pipes, slices, strict=True):
-        pipe.send(("connect", part, max(1, args.concurrency // len(pipes))))
+        pipe.send(("connect", part, max(1, args.concurrency // len(pipes)), not args.no_ack))
     opened = [pipe.recv() for pipe in pipes]
     open_count = sum(o["open"] for o in opened)
     setup_seconds = max(o["finished"] for o in opened) - min(o["started"] for o in opened)
@@ -399,20 +403,29 @@ def _measure(urls: list[str], pids: list[int], key: str, vehicles: list[list[str
         parts = [pipe.recv() for pipe in pipes]
         latencies = [x for p in parts for x in p["latencies"]]
         missed = sum(p["missed"] for p in parts)
+        pushes = []
+        for log_path in args.logs:
+            for line in log_path.read_text(errors="replace").splitlines():
+                if " push production v" in line and "taken at " in line:
+                    at = float(line.split("taken at ")[1].split(":")[0])
+                    if at >= t0:
+                        ms = line.split("written in ")[1].split(" ms")[0]
+                        pushes.append(f"taken {(at - t0) * 1000:.0f} ms after t0, written in {ms} ms")
         for spy in spies:
             spy.wait()
         time.sleep(2)  # sent counts and ACKs are written in batches
         _, state = api(base, "GET", f"/api/v1/flags/{FLAG}/kill-switch/?ack_limit=1", key)
         delivery = state["delivery"]
-        run = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": max(latencies),
+        run = {"first": min(latencies), "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": max(latencies),
                "missed": missed, "received": len(latencies), "answered": answered, "load": load,
                "online": body["delivery"]["targeted_online"], "sent": delivery["sent"],
                "acked": delivery["acknowledged"], "lost": sum(p["lost"] for p in parts)}
         runs.append(run)
         print(f"    engage {repeat + 1} (via process {repeat % len(urls) + 1}, load {load:.2f}): "
-              f"p50 {run['p50'] * 1000:.0f} ms, p99 {run['p99'] * 1000:.0f} ms, max {run['max'] * 1000:.0f} ms, "
+              f"first {run['first'] * 1000:.0f} ms, p50 {run['p50'] * 1000:.0f} ms, p99 {run['p99'] * 1000:.0f} ms, max {run['max'] * 1000:.0f} ms, "
               f"received {run['received']}/{open_count}, missed {missed}; engage answered in {answered * 1000:.0f} ms; "
               f"API: online {run['online']}, sent {run['sent']}, acked {run['acked']}", flush=True)
+        print(f"      server processes: {'; '.join(pushes)}", flush=True)
         status, _ = api(base, "DELETE", f"/api/v1/flags/{FLAG}/kill-switch/", key, {"rationale": "bench"})
         if status != 200:
             raise SystemExit(f"lift answered {status}")
@@ -450,9 +463,11 @@ def start_servers(kind: str, env: dict[str, str], tmp: Path, n: int, stack: Exit
                   args: argparse.Namespace) -> tuple[list[str], list[int]]:
     """Fresh server processes for each N, so that RSS per connection is not the previous N's."""
     urls, pids = [], []
+    args.logs = []
     for i in range(args.processes):
         port = free_port()
-        log = stack.enter_context(open(tmp / f"{kind}-{n}-{i}.log", "wb"))
+        args.logs.append(tmp / f"{kind}-{n}-{i}.log")
+        log = stack.enter_context(open(args.logs[-1], "wb"))
         proc = subprocess.Popen(server_command(kind, port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         stack.callback(stop, proc)
         urls.append(f"http://127.0.0.1:{port}")
@@ -492,6 +507,7 @@ def main() -> None:
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--load-wait", type=float, default=900.0, help="longest wait for the load before an N")
     parser.add_argument("--engage-load-wait", type=float, default=120.0, help="longest wait before an engage")
+    parser.add_argument("--no-ack", action="store_true", help="vehicles do not acknowledge (to see what ACKs cost)")
     parser.add_argument("--profile", default="", help="a folder: py-spy records each server around each engage")
     parser.add_argument("--register", choices=("bulk", "service"), default="bulk")
     args = parser.parse_args()
@@ -502,7 +518,7 @@ def main() -> None:
     env.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ff_bench")
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
     env.update(FLEETFLAG_VAR_DIR=str(tmp), DJANGO_SETTINGS_MODULE="fleetflag.settings", PYTHONPATH=str(ROOT),
-               PUSH_PREFIX=env.get("PUSH_PREFIX", "ffbench"), LOG_LEVEL="WARNING")
+               PUSH_PREFIX=env.get("PUSH_PREFIX", "ffbench"), LOG_LEVEL="INFO")
     print(f"machine: {os.cpu_count()} cores, load {Path('/proc/loadavg').read_text().split()[:3]}; servers, Redis, "
           f"PostgreSQL and the {args.clients} client processes share these cores", flush=True)
     data = prepare(env, tmp, max(ns), args.register)

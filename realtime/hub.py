@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,6 +200,7 @@ class Hub:
             version, text = await in_thread(broadcasts.sync_frame)(environment, at_least=version)
         else:
             text = envelope["frame"]
+        started = time.perf_counter()
         frame = wire.text_frame(text)
         sent = 0
         slow: list[Connection] = []
@@ -218,6 +220,9 @@ class Hub:
                     connection.sent_version = version
         if envelope.get("event") is not None:
             self.sent[int(envelope["event"])] += sent
+        log.info("push %s v%s taken at %.3f: %d of %d sockets written in %.1f ms (%d through the ASGI send)",
+                 environment, version, time.time() - (time.perf_counter() - started), sent, len(targets),
+                 (time.perf_counter() - started) * 1000, len(slow))
 
     # -- the sweep: what a lost publish did not deliver -----------------------------------
 

@@ -23,6 +23,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+try:
+    from websockets.protocol import State
+
+    _OPEN: Any = State.OPEN
+except ImportError:  # pragma: no cover - websockets comes with the test and bench tools
+    _OPEN = None
+
 # write(frame bytes) -> True written, False the socket is closed, None "use the ASGI send"
 Writer = Callable[[bytes], bool | None]
 
@@ -68,10 +75,43 @@ def _daphne_protocol(send: Any) -> Any:
 def _write_daphne(protocol: Any, frame: bytes) -> bool | None:
     if protocol.state != protocol.STATE_OPEN:
         return False if protocol.state in (protocol.STATE_CLOSING, protocol.STATE_CLOSED) else None
-    if protocol.websocket_extensions_in_use or protocol.send_queue or protocol.transport is None:
+    transport = protocol.transport
+    if protocol.websocket_extensions_in_use or protocol.send_queue or transport is None:
         return None
-    protocol.transport.write(frame)
+    _send_now(transport, frame)
     return True
+
+
+_tcp_connection: Any = None
+
+
+def _plain_tcp(transport: Any) -> bool:
+    global _tcp_connection
+    if _tcp_connection is None:
+        from twisted.internet.tcp import Connection
+
+        _tcp_connection = Connection
+    return isinstance(transport, _tcp_connection)
+
+
+def _send_now(transport: Any, frame: bytes) -> None:
+    """Twisted's ``write`` only buffers: the bytes leave from the reactor's next ``doWrite``
+    on that socket (an epoll registration and a callback per socket, and the vehicles' ACKs
+    read in between). When nothing is buffered on a plain TCP connection, the frame is sent
+    to the socket now, as asyncio's transports do; what the socket does not take (or any
+    error) goes through ``write`` as before."""
+    if (_plain_tcp(transport) and transport.connected and not transport.disconnecting
+            and not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer)):
+        try:
+            sent = transport.socket.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # let Twisted's own write find the connection lost
+        if sent == len(frame):
+            return
+        frame = frame[sent:]
+    transport.write(frame)
 
 
 # -- uvicorn (asyncio + websockets' sans-I/O protocol) ---------------------------------------------
@@ -89,12 +129,10 @@ def _uvicorn_protocol(send: Any) -> Any:
 
 
 def _write_uvicorn(protocol: Any, frame: bytes) -> bool | None:
-    from websockets.protocol import State
-
     if protocol.close_sent or protocol.transport.is_closing():
         return False
     if (not protocol.handshake_complete or protocol.initial_response is not None or protocol.conn.extensions
-            or protocol.conn.state is not State.OPEN):
+            or protocol.conn.state is not _OPEN):
         return None
     protocol.transport.write(frame)
     return True
