@@ -20,7 +20,8 @@ What it does, per server kind (daphne, uvicorn) and per N:
 - Connection set-up rate: N / the wall time from the first connect to the last SYNC received.
 - Server RSS per connection: the sum over the server processes of VmRSS (``/proc/PID/status``)
   after the N sockets are open minus before, divided by N.
-- ``--repeats`` engages (3): the kill switch is engaged through the REST API (POST
+- ``--warmup`` (1) engage and lift, not measured (fresh server processes' cold caches); then
+  ``--repeats`` engages (3): the kill switch is engaged through the REST API (POST
   ``flags/bench.brake/kill-switch/``, alternating between the server processes); ``t0 =
   time.time()`` just before the call is handed to the client processes, which return each
   vehicle's receipt time minus t0 (one machine: one clock). Printed per engage: p50, p99, max,
@@ -380,6 +381,11 @@ def _measure(urls: list[str], pids: list[int], key: str, vehicles: list[list[str
           f"{[e for o in opened for e in o['errors']][:2]}; set-up {setup_seconds:.1f} s = {rate:.0f} connections/s; "
           f"server RSS {rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MiB = {per_connection:.1f} KiB per connection "
           f"(load {load_before:.2f} before connecting)", flush=True)
+    for _ in range(args.warmup):  # not measured: a fresh process's first engage pays its cold caches
+        api(urls[0], "POST", f"/api/v1/flags/{FLAG}/kill-switch/", key, {"reason": "warm-up"})
+        time.sleep(2)
+        api(urls[0], "DELETE", f"/api/v1/flags/{FLAG}/kill-switch/", key, {"rationale": "warm-up"})
+        time.sleep(args.pause)
     runs = []
     for repeat in range(args.repeats):
         load = wait_for_load(args.max_load, args.engage_load_wait, f"engage {repeat + 1}")
@@ -413,18 +419,24 @@ def _measure(urls: list[str], pids: list[int], key: str, vehicles: list[list[str
                         pushes.append(f"taken {(at - t0) * 1000:.0f} ms after t0, written in {ms} ms")
         for spy in spies:
             spy.wait()
-        time.sleep(2)  # sent counts and ACKs are written in batches
-        _, state = api(base, "GET", f"/api/v1/flags/{FLAG}/kill-switch/?ack_limit=1", key)
-        delivery = state["delivery"]
+        # Sent counts and ACKs are written in batches (about every second): polled until all are in.
+        while True:
+            _, state = api(base, "GET", f"/api/v1/flags/{FLAG}/kill-switch/?ack_limit=1", key)
+            delivery = state["delivery"]
+            acked_after = time.time() - t0
+            if (delivery["acknowledged"] >= len(latencies) and delivery["sent"] >= len(latencies)) or acked_after > 30:
+                break
+            time.sleep(0.25)
         run = {"first": min(latencies), "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": max(latencies),
                "missed": missed, "received": len(latencies), "answered": answered, "load": load,
                "online": body["delivery"]["targeted_online"], "sent": delivery["sent"],
-               "acked": delivery["acknowledged"], "lost": sum(p["lost"] for p in parts)}
+               "acked": delivery["acknowledged"], "acked_after": acked_after, "lost": sum(p["lost"] for p in parts)}
         runs.append(run)
         print(f"    engage {repeat + 1} (via process {repeat % len(urls) + 1}, load {load:.2f}): "
               f"first {run['first'] * 1000:.0f} ms, p50 {run['p50'] * 1000:.0f} ms, p99 {run['p99'] * 1000:.0f} ms, max {run['max'] * 1000:.0f} ms, "
               f"received {run['received']}/{open_count}, missed {missed}; engage answered in {answered * 1000:.0f} ms; "
-              f"API: online {run['online']}, sent {run['sent']}, acked {run['acked']}", flush=True)
+              f"API: online {run['online']}, sent {run['sent']}, acked {run['acked']} "
+              f"({run['acked_after']:.1f} s after the call)", flush=True)
         print(f"      server processes: {'; '.join(pushes)}", flush=True)
         status, _ = api(base, "DELETE", f"/api/v1/flags/{FLAG}/kill-switch/", key, {"rationale": "bench"})
         if status != 200:
@@ -507,6 +519,7 @@ def main() -> None:
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--load-wait", type=float, default=900.0, help="longest wait for the load before an N")
     parser.add_argument("--engage-load-wait", type=float, default=120.0, help="longest wait before an engage")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured engages (and lifts) first, per N")
     parser.add_argument("--no-ack", action="store_true", help="vehicles do not acknowledge (to see what ACKs cost)")
     parser.add_argument("--profile", default="", help="a folder: py-spy records each server around each engage")
     parser.add_argument("--register", choices=("bulk", "service"), default="bulk")
