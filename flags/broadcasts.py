@@ -22,6 +22,7 @@ import json
 import logging
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from core import push, signing, transactions
@@ -123,15 +124,22 @@ def _publish(message: bytes, what: str) -> bool:
     return True
 
 
-def _push_kill_switch(event_id: int) -> None:
-    event = KillSwitchEvent.objects.select_related("flag").get(pk=event_id)
-    frame = kill_switch_frame(event, event.flag.key)
-    if _publish(_envelope("frame", event.environment, event.version, frame, event.pk), f"kill switch {event.pk}"):
-        KillSwitchEvent.objects.filter(pk=event.pk).update(pushed=True)
+def _push_kill_switch(event_id: int, message: bytes) -> None:
+    if _publish(message, f"kill switch {event_id}"):
+        KillSwitchEvent.objects.filter(pk=event_id).update(pushed=True)
 
 
 def kill_switch_on_commit(event: KillSwitchEvent) -> None:
-    transactions.after_commit(_push_kill_switch, event.pk)
+    """Inside the engage's transaction: the frame is built and signed now; it is published
+    first thing after commit, ahead of the engage's other after-commit work (the snapshot
+    rebuild and its cache writes, about 20 ms that a vehicle would otherwise wait for: the
+    fan-out needs only the frame)."""
+    frame = kill_switch_frame(event, event.flag.key)
+    message = _envelope("frame", event.environment, event.version, frame, event.pk)
+    transactions.after_commit(_push_kill_switch, event.pk, message)
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and connection.run_on_commit:
+        connection.run_on_commit.insert(0, connection.run_on_commit.pop())  # the hook just added
 
 
 def _push_frames(messages: list[tuple[bytes, str]]) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
+from realtime import wire
 from realtime.hub import Connection, Hub, in_thread
 from vehicles.selectors import VehicleRefused, vehicle_for_token
 
@@ -146,7 +147,7 @@ class VehicleSocket:
         await send({"type": "websocket.accept"})
         hub = Hub.get()
         connection = Connection(vin=vehicle.vin, environment=vehicle.environment, send=send,
-                                token_hash=vehicle.token_hash or "")
+                                token_hash=vehicle.token_hash or "", write=wire.raw_writer(send))
         older = hub.add(connection)
         if older is not None:
             await older.close(CLOSE_REPLACED)

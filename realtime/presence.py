@@ -52,11 +52,15 @@ class Buffer:
         # Written after this flush's joins: a vehicle that came and went within one flush ends offline.
         self.leaves.append((environment, vin, holder, time.time()))
 
+    def refresh_due(self) -> bool:
+        """Whether the next flush refreshes every open socket (the caller lists them only then)."""
+        return time.time() - self.last_refresh >= float(settings.PRESENCE_TIMEOUT_SECONDS) / 3
+
     async def flush(self, open_sockets: list[tuple[str, str]]) -> None:
         from realtime.hub import in_thread
 
         now = time.time()
-        if now - self.last_refresh >= float(settings.PRESENCE_TIMEOUT_SECONDS) / 3:
+        if open_sockets and now - self.last_refresh >= float(settings.PRESENCE_TIMEOUT_SECONDS) / 3:
             for vin, environment in open_sockets:
                 self.seen.setdefault(environment, {})[vin] = now
             self.last_refresh = now

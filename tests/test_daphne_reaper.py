@@ -50,3 +50,28 @@ def test_install__twice__wraps_daphne_once() -> None:
     daphne_reaper.install()
     assert Server.application_checker is first
     assert getattr(first, "_fleetflag_reaper", False) is True
+
+
+def test_reap_finished__with_disconnect_notes__visits_only_noted_and_keeps_running_ones() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        done, running = loop.create_future(), loop.create_future()
+        done.set_result("ok")
+        other_done = loop.create_future()
+        other_done.set_result("ok")
+        server = FakeServer()
+        server.connections = {
+            "noted-done": {"application_instance": done, "disconnected": 1.0},
+            "noted-running": {"application_instance": running, "disconnected": 1.0},
+            "not-noted-done": {"application_instance": other_done, "disconnected": 1.0},  # daphne's checker reaps it
+        }
+        server._fleetflag_disconnected = ["noted-done", "noted-running", "gone-already"]  # type: ignore[attr-defined]
+        assert daphne_reaper.reap_finished(server) == 1
+        assert sorted(server.connections) == ["not-noted-done", "noted-running"]
+        assert server._fleetflag_disconnected == ["noted-running"]  # type: ignore[attr-defined]
+        running.set_result("ok")
+        assert daphne_reaper.reap_finished(server) == 1
+        assert server._fleetflag_disconnected == []  # type: ignore[attr-defined]
+        assert sorted(server.connections) == ["not-noted-done"]
+    finally:
+        loop.close()

@@ -133,12 +133,14 @@ class Fleet:
 
 
 async def vehicle(fleet: Fleet, vin: str, token: str, server: int = 0, version: int | None = None,
-                  header: bool = False) -> ClientConnection:
-    """An open vehicle socket whose first frame (the SYNC on connect) is not read yet."""
+                  header: bool = False, compression: str | None = "deflate") -> ClientConnection:
+    """An open vehicle socket whose first frame (the SYNC on connect) is not read yet.
+    ``compression=None``: no permessage-deflate offered (the websockets client offers it)."""
     if header:
         return await connect(fleet.ws_url(vin, server=server, version=version), proxy=None, open_timeout=10,
-                             additional_headers={"Authorization": f"Bearer {token}"})
-    return await connect(fleet.ws_url(vin, token, server=server, version=version), proxy=None, open_timeout=10)
+                             additional_headers={"Authorization": f"Bearer {token}"}, compression=compression)
+    return await connect(fleet.ws_url(vin, token, server=server, version=version), proxy=None, open_timeout=10,
+                         compression=compression)
 
 
 async def frame(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
@@ -188,6 +190,22 @@ def start_daphne(env: dict[str, str], log_path: Path, stack: ExitStack) -> Serve
     port = free_port()
     log = stack.enter_context(open(log_path, "ab"))
     proc = subprocess.Popen(daphne_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    stack.callback(stop, proc)
+    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
+    _wait_healthy(server)
+    return server
+
+
+def uvicorn_command(port: int) -> list[str]:
+    """The supported alternative to daphne for the vehicle websockets (docs/scaling.md)."""
+    return [str(DAPHNE.with_name("uvicorn")), "fleetflag.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+            "--backlog", "1024", "--ws", "websockets-sansio", "--lifespan", "off", "--no-access-log"]
+
+
+def start_uvicorn(env: dict[str, str], log_path: Path, stack: ExitStack) -> Server:
+    port = free_port()
+    log = stack.enter_context(open(log_path, "ab"))
+    proc = subprocess.Popen(uvicorn_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     stack.callback(stop, proc)
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
     _wait_healthy(server)
@@ -249,10 +267,10 @@ class RedisServer:
             return s.recv(65536)
 
 
-def redis_cluster(tmp: Path, database: dict[str, Any]) -> Iterator[Fleet]:
-    """Two daphne processes on the given PostgreSQL database, behind a Redis of the test's own.
-    Their periodic sweep is slow (30 s) so that what arrives within a test came by the push
-    channel or by the catch-up that follows a resubscription."""
+def redis_cluster(tmp: Path, database: dict[str, Any], servers: tuple[str, ...] = ("daphne", "daphne")) -> Iterator[Fleet]:
+    """Two server processes (daphne, or the kinds given) on the given PostgreSQL database,
+    behind a Redis of the test's own. Their periodic sweep is slow (30 s) so that what arrives
+    within a test came by the push channel or by the catch-up that follows a resubscription."""
     redis = RedisServer(free_port(), tmp)
     redis.start()
     auth = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
@@ -263,7 +281,8 @@ def redis_cluster(tmp: Path, database: dict[str, Any]) -> Iterator[Fleet]:
                             f"{database['NAME']}", REDIS_URL=redis.url)
     try:
         with ExitStack() as stack:
-            servers = [start_daphne(env, tmp / f"daphne-{i}.log", stack) for i in (1, 2)]
-            yield Fleet(servers, redis=redis, extra={"env": env, "tmp": tmp, "stack": stack})
+            start = {"daphne": start_daphne, "uvicorn": start_uvicorn}
+            started = [start[kind](env, tmp / f"{kind}-{i}.log", stack) for i, kind in enumerate(servers, 1)]
+            yield Fleet(started, redis=redis, extra={"env": env, "tmp": tmp, "stack": stack})
     finally:
         redis.stop()
