@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -298,25 +298,29 @@ def kill_switch_sent_record(*, sent: dict[int, int]) -> None:
             KillSwitchEvent.objects.filter(pk=event_id).update(sent=F("sent") + count)
 
 
-def kill_switch_acks_record(*, acks: list[tuple[str, str, int, datetime]]) -> None:
-    """Record ``(vin, environment, version, acked_at)`` acknowledgements: each acknowledges every
-    kill switch of its environment at or below that version, engaged after the vehicle was
-    registered (it was targeted), once per vehicle (repeats change nothing)."""
+def kill_switch_acks_record(*, acks: list[tuple[Any, ...]]) -> None:
+    """Record ``(vin, environment, version, acked_at[, after])`` acknowledgements: each
+    acknowledges every kill switch of its environment at or below that version (and above
+    ``after``, the version the same connection acknowledged before: those are recorded
+    already), engaged after the vehicle was registered (it was targeted), once per vehicle
+    (repeats change nothing)."""
     if not acks:
         return
     since = timezone.now() - timedelta(days=ACK_WINDOW_DAYS)
-    environments = {environment for _, environment, _, _ in acks}
+    environments = {ack[1] for ack in acks}
     events_by_env: dict[str, list[KillSwitchEvent]] = {}
     for event in KillSwitchEvent.objects.filter(environment__in=environments, engaged_at__gte=since).only(
             "id", "environment", "version", "engaged_at"):
         events_by_env.setdefault(event.environment, []).append(event)
-    registered = dict(Vehicle.objects.filter(vin__in={vin for vin, _, _, _ in acks}).values_list("vin", "created_at"))
+    registered = dict(Vehicle.objects.filter(vin__in={ack[0] for ack in acks}).values_list("vin", "created_at"))
     rows: dict[tuple[int, str], KillSwitchAck] = {}
-    for vin, environment, version, acked_at in sorted(acks, key=lambda ack: ack[3]):
+    for ack in sorted(acks, key=lambda ack: ack[3]):
+        vin, environment, version, acked_at = ack[:4]
+        after = ack[4] if len(ack) > 4 else -1
         created = registered.get(vin)
         if created is None:
             continue
         for event in events_by_env.get(environment, []):
-            if event.version <= version and event.engaged_at >= created and (event.pk, vin) not in rows:
+            if after < event.version <= version and event.engaged_at >= created and (event.pk, vin) not in rows:
                 rows[(event.pk, vin)] = KillSwitchAck(event=event, vehicle_id=vin, version=version, acked_at=acked_at)
     KillSwitchAck.objects.bulk_create(list(rows.values()), ignore_conflicts=True, batch_size=1000)

@@ -133,7 +133,7 @@ class Hub:
         self.by_vin: dict[str, Connection] = {}
         self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.sent: dict[int, int] = defaultdict(int)
-        self.acks: list[tuple[str, str, int, Any]] = []
+        self.acks: list[tuple[str, str, int, Any, int]] = []
         self.presence = presence.Buffer()
         self.subscribed = asyncio.Event()
         self.tasks = [loop.create_task(coroutine) for coroutine in (
@@ -266,9 +266,12 @@ class Hub:
     # -- batched writes -----------------------------------------------------------------------
 
     def ack(self, connection: Connection, version: int) -> None:
-        if version > connection.acked_version:
-            connection.acked_version = version
-        self.acks.append((connection.vin, connection.environment, version, timezone.now()))
+        if version <= connection.acked_version:
+            return  # a repeat, or an older version: this connection's earlier ACK covers it
+        after, connection.acked_version = connection.acked_version, version
+        # Only the kill switches between the two versions: the older ones are recorded already
+        # (one new ACK per engage would otherwise write a row for every earlier engage again).
+        self.acks.append((connection.vin, connection.environment, version, timezone.now(), after))
 
     async def flush(self) -> None:
         acks, self.acks = self.acks, []
@@ -305,7 +308,7 @@ def _live_token_hashes(vins: list[str]) -> dict[str, str]:
     return found
 
 
-def _write_delivery(acks: list[tuple[str, str, int, Any]], sent: dict[int, int]) -> None:
+def _write_delivery(acks: list[tuple[Any, ...]], sent: dict[int, int]) -> None:
     if sent:
         flag_services.kill_switch_sent_record(sent=sent)
     if acks:

@@ -88,3 +88,24 @@ def test_acks__once_per_vehicle__only_targeted_and_at_or_past_the_version() -> N
     services.kill_switch_sent_record(sent={event.pk: 2})
     event.refresh_from_db()
     assert event.sent == 5
+
+
+def test_acks__after_an_earlier_ack__only_the_kill_switches_between_the_two_versions_written() -> None:
+    # Given two kill switches, the first acknowledged already by the vehicle's connection
+    (first,) = vehicles(1)
+    one = services.kill_switch_engage(actor=actor("WRITE"), flag=FlagFactory(key="brake.blend"),
+                                      reason="x").kill_switch_event
+    two = services.kill_switch_engage(actor=actor("WRITE"), flag=FlagFactory(key="seat.heat"),
+                                      reason="y").kill_switch_event
+    now = timezone.now()
+    services.kill_switch_acks_record(acks=[(first.vin, "production", one.version, now, -1)])
+    marked = now - timedelta(hours=1)
+    KillSwitchAck.objects.filter(event=one).update(acked_at=marked)  # marks the row written by that first ACK
+    # When the next ACK says which version it follows
+    services.kill_switch_acks_record(acks=[(first.vin, "production", two.version, now, one.version)])
+    # Then only the second kill switch gets a row; the first is not written again
+    assert sorted(KillSwitchAck.objects.values_list("event_id", "acked_at")) == [(one.pk, marked), (two.pk, now)]
+    # And an ACK that follows a version above both writes nothing
+    KillSwitchAck.objects.all().delete()
+    services.kill_switch_acks_record(acks=[(first.vin, "production", two.version, now, two.version)])
+    assert not KillSwitchAck.objects.exists()
